@@ -1,0 +1,296 @@
+"""The `twin` command line: export, info, validate, ingest, demo.
+
+Heavy libraries (numpy, pygltflib, pyproj, fastapi) are imported inside the commands so
+``twin --help`` starts fast. Every expected failure is a :class:`twin.errors.TwinError`,
+printed as one line with its exit code; nothing prints a traceback unless TWIN_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from twin.errors import TwinError
+
+if TYPE_CHECKING:
+    from twin.geometry import CityModel
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="twin",
+    help="CityTwin: CityJSON cities and networks as one live, pickable 3D scene.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+PROGRESS_BYTES = 4 * 1024 * 1024
+DEMO_DIR = Path(__file__).resolve().parent / "demo"
+DEMO_CITIES = {
+    "delft": DEMO_DIR / "delft.city.json",
+    "zurich": DEMO_DIR / "zurich_subset_lod2.city.json",
+}
+
+LodOpt = Annotated[
+    str | None,
+    typer.Option("--lod", help="LoD to draw (e.g. 2 or 2.2); falls back to the nearest lower"),
+]
+
+
+def _err(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+@contextmanager
+def _progress(path: Path, label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on stderr for files over a few MB; None (no bar) otherwise."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0
+    if size < PROGRESS_BYTES:
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn(f"{label} {path.name}"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,} objects"),
+        TimeRemainingColumn(),
+        transient=True,
+        console=None,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _load(path: Path, lod: str | None) -> CityModel:
+    from ingest.cityjson import load_cityjson
+
+    with _progress(path, "reading") as progress:
+        return load_cityjson(path, lod=lod, progress=progress)
+
+
+def _print_warnings(model: CityModel, extra: list[str] | None = None, limit: int = 5) -> None:
+    lines = [
+        f"warning: {w.message}" + (f" (object {w.object_id!r})" if w.object_id else "")
+        for w in model.warnings
+    ]
+    lines += [f"warning: {w}" for w in extra or []]
+    for line in lines[:limit]:
+        _err(line)
+    if len(lines) > limit:
+        _err(f"... and {len(lines) - limit} more warnings (see `twin validate`)")
+
+
+@app.command()
+def export(
+    city: Annotated[Path, typer.Argument(help="CityJSON (.json), CityJSONSeq (.jsonl) file")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="GLB file to write")],
+    lod: LodOpt = None,
+    check: Annotated[
+        bool, typer.Option("--check/--no-check", help="run the geometric checks and warn")
+    ] = True,
+) -> None:
+    """Export a city model to one pickable GLB (EXT_mesh_features + property table)."""
+    from scene.gltf import write_glb
+
+    t0 = time.perf_counter()
+    model = _load(city, lod)
+    geo_warnings: list[str] = []
+    if check:
+        geo_warnings = _geometry_warnings(model)
+    stats = write_glb(model, output)
+    dt = time.perf_counter() - t0
+    _print_warnings(model, [*stats.warnings, *geo_warnings])
+    typer.echo(
+        f"{output}: {stats.features:,} objects, {stats.triangles:,} triangles, "
+        f"{stats.vertices:,} vertices, {stats.primitives} primitives, "
+        f"{stats.bytes / 1e6:.1f} MB in {dt:.2f} s"
+    )
+
+
+def _geometry_warnings(model: CityModel) -> list[str]:
+    try:
+        from ingest.validate import check_geometry
+    except ImportError:  # pragma: no cover - validator is part of the package
+        return []
+    out = []
+    for w in check_geometry(model, max_seconds=5.0):
+        where = f"object {w.object_id!r}: " if w.object_id else ""
+        out.append(f"{where}{w.code} {w.message}")
+    return out
+
+
+@app.command()
+def info(
+    city: Annotated[Path, typer.Argument(help="CityJSON or CityJSONSeq file")],
+    lod: LodOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Describe a city model: version, CRS, counts by type, LoDs, bounding box."""
+    model = _load(city, lod)
+    bbox = model.bbox()
+    wgs = None
+    if bbox is not None and model.epsg is not None:
+        import numpy as np
+
+        from ingest.crs import to_wgs84
+
+        pts = to_wgs84(np.array([bbox[:3], bbox[3:]]), model.epsg)
+        if pts is not None:
+            wgs = [float(x) for x in (*pts.min(axis=0), *pts.max(axis=0))]
+    data: dict[str, Any] = {
+        "file": str(city),
+        "version": model.version,
+        "crs": model.crs,
+        "epsg": model.epsg,
+        "objects": len(model.twin),
+        "objects_with_geometry": len(model.feature_ids),
+        "counts_by_type": model.twin.counts_by_type(),
+        "lods": model.lods,
+        "bbox": list(bbox) if bbox else None,
+        "bbox_wgs84": wgs,
+        "vertices": int(model.vertices.shape[0]),
+        "surfaces": model.n_surfaces,
+        "title": model.metadata.get("title"),
+        "extensions": sorted(model.extensions),
+        "warnings": [w.message for w in model.warnings],
+    }
+    if as_json:
+        import orjson
+
+        typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+        return
+    typer.echo(f"{city}: CityJSON {model.version}" + (f" — {data['title']}" if data["title"] else ""))
+    typer.echo(f"  CRS        {model.crs or 'unknown'}")
+    typer.echo(
+        f"  objects    {len(model.twin):,} ({len(model.feature_ids):,} with geometry), "
+        f"{data['vertices']:,} vertices, {model.n_surfaces:,} surfaces"
+    )
+    for t, n in data["counts_by_type"].items():
+        typer.echo(f"    {t:28s} {n:,}")
+    typer.echo(f"  LoDs       {', '.join(model.lods) or '-'}")
+    if bbox:
+        typer.echo("  bbox       " + ", ".join(f"{x:.3f}" for x in bbox))
+    if wgs:
+        typer.echo("  bbox WGS84 " + ", ".join(f"{x:.6f}" for x in wgs))
+    if model.extensions:
+        typer.echo(f"  extensions {', '.join(sorted(model.extensions))}")
+    _print_warnings(model)
+
+
+@app.command()
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="CityJSON / CityJSONSeq files")],
+) -> None:
+    """List every problem found in each file; exit 1 if there is any."""
+    from ingest.validate import format_problem, validate_path
+
+    n_problems = 0
+    for f in files:
+        report = validate_path(f)
+        if report.ok:
+            typer.echo(f"{f}: valid")
+            continue
+        n_problems += len(report.problems)
+        typer.echo(f"{f}: {len(report.problems)} problem(s)")
+        for p in report.problems:
+            typer.echo(f"  {format_problem(p)}")
+    if n_problems:
+        raise typer.Exit(1)
+
+
+@app.command()
+def ingest(
+    cities: Annotated[list[Path], typer.Argument(help="CityJSON / CityJSONSeq files")],
+    db: Annotated[
+        str, typer.Option("--db", help="store URL (memory:// until the store issue lands)")
+    ] = "memory://",
+    lod: LodOpt = None,
+) -> None:
+    """Load city files into the twin store, all-or-nothing per file."""
+    from twin.store import MemoryStore
+
+    if db != "memory://":
+        raise TwinError(f"store URL {db!r} is not supported yet (only memory://)")
+    store = MemoryStore()
+    t0 = time.perf_counter()
+    for city in cities:
+        model = _load(city, lod)
+        n = store.put_objects(model.twin, source=str(city))
+        typer.echo(f"{city}: {n:,} objects")
+    dt = time.perf_counter() - t0
+    typer.echo(f"store: {store.count():,} objects in {dt:.2f} s")
+
+
+@app.command()
+def demo(
+    city: Annotated[str, typer.Option(help=f"demo city: {', '.join(DEMO_CITIES)}")] = "delft",
+    host: Annotated[str, typer.Option(help="address to serve on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to serve on")] = 8000,
+    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="start the API")] = True,
+    out: Annotated[Path, typer.Option(help="where to write the demo GLB")] = Path("out"),
+) -> None:
+    """Run the platform on the bundled demo city (no external server needed)."""
+    from scene.gltf import write_glb
+
+    path = DEMO_CITIES.get(city)
+    if path is None:
+        raise TwinError(f"unknown demo city {city!r} (choose: {', '.join(DEMO_CITIES)})")
+    model = _load(path, None)
+    glb = out / f"{city}.glb"
+    stats = write_glb(model, glb)
+    typer.echo(
+        f"demo city {city}: {len(model.twin):,} objects -> {glb} "
+        f"({stats.triangles:,} triangles, {stats.bytes / 1e6:.1f} MB)"
+    )
+    if not serve:
+        return
+    import uvicorn
+
+    from viewer.app import create_app
+
+    typer.echo(f"serving on http://{host}:{port}/  (Ctrl-C to stop)")
+    uvicorn.run(create_app(model, glb.read_bytes()), host=host, port=port, log_level="warning")
+
+
+def main() -> None:
+    """Entry point: run the CLI, mapping errors to one line and an exit code."""
+    try:
+        app(standalone_mode=False)
+    except TwinError as exc:
+        _err(f"error: {exc}")
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        _err("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        sys.exit(130)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if os.environ.get("TWIN_DEBUG"):
+            raise
+        _err(f"internal error: {type(exc).__name__}: {exc} (rerun with TWIN_DEBUG=1 for details)")
+        sys.exit(70)
+
