@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from twin.objects import GeometrySummary, Twin, TwinObject
 
 __all__ = [
     "CITYOBJECT_TYPES",
+    "iter_cityjson",
     "load_cityjson",
     "parse_cityjson",
 ]
@@ -192,12 +193,40 @@ def _looks_like_seq(data: bytes) -> bool:
 
 
 def _merge_sequence(data: bytes, source: str, warnings: list[ModelWarning]) -> dict[str, Any]:
-    """Merge a CityJSONSeq (CityJSON 2.0 §9) into one document with global vertices."""
-    lines = data.splitlines()
+    """Merge a whole CityJSONSeq (CityJSON 2.0 §9) into one document."""
+    return next(_iter_sequence(data.splitlines(), source, warnings, None))
+
+
+def _iter_sequence(
+    lines: Iterable[bytes],
+    source: str,
+    warnings: list[ModelWarning],
+    chunk: int | None,
+    seen: set[str] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Yield documents of up to ``chunk`` features each (all of them when None).
+
+    Each document carries the header's members (transform, metadata, appearance,
+    geometry-templates) and its features' CityObjects with vertex indices re-based on
+    the document's own vertex list, so memory is bounded by the chunk, not the city.
+    """
     header: dict[str, Any] | None = None
-    merged: dict[str, Any] = {}
+    doc: dict[str, Any] = {}
     vertices: list[Any] = []
-    n_features = 0
+    n_in_doc = 0
+    yielded = False
+    seen_ids: set[str] = seen if seen is not None else set()
+
+    def fresh() -> tuple[dict[str, Any], list[Any]]:
+        assert header is not None
+        d = {k: v for k, v in header.items() if k not in ("CityObjects", "vertices")}
+        if isinstance(d.get("appearance"), dict):
+            d["appearance"] = {
+                k: list(v) if isinstance(v, list) else v for k, v in d["appearance"].items()
+            }
+        d["CityObjects"] = {}
+        return d, []
+
     for lineno, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
@@ -210,8 +239,9 @@ def _merge_sequence(data: bytes, source: str, warnings: list[ModelWarning]) -> d
                 where=f"line {lineno}:{exc.colno}",
             ) from None
         if not isinstance(item, dict):
-            raise IngestError("sequence line is not a JSON object", source=source,
-                              where=f"line {lineno}")
+            raise IngestError(
+                "sequence line is not a JSON object", source=source, where=f"line {lineno}"
+            )
         kind = item.get("type")
         if header is None:
             if kind != "CityJSON":
@@ -221,8 +251,8 @@ def _merge_sequence(data: bytes, source: str, warnings: list[ModelWarning]) -> d
                     where=f"line {lineno}",
                 )
             header = item
-            merged = {k: v for k, v in item.items() if k not in ("CityObjects", "vertices")}
-            merged["CityObjects"] = dict(item.get("CityObjects") or {})
+            doc, vertices = fresh()
+            doc["CityObjects"] = dict(item.get("CityObjects") or {})
             vertices = list(item.get("vertices") or [])
             continue
         if kind != "CityJSONFeature":
@@ -232,7 +262,6 @@ def _merge_sequence(data: bytes, source: str, warnings: list[ModelWarning]) -> d
                 where=f"line {lineno}",
             )
         feat = _check_feature(item, source, lineno)
-        n_features += 1
         feat_vertices = feat.get("vertices") or []
         if feat_vertices and "transform" not in header:
             raise IngestError(
@@ -243,9 +272,9 @@ def _merge_sequence(data: bytes, source: str, warnings: list[ModelWarning]) -> d
             )
         offset = len(vertices)
         vertices.extend(feat_vertices)
-        shifts = _merge_appearance(merged, feat.get("appearance"))
+        shifts = _merge_appearance(doc, feat.get("appearance"))
         for oid, obj in feat["CityObjects"].items():
-            if oid in merged["CityObjects"]:
+            if oid in seen_ids:
                 # In a stream a later feature with the same id supersedes the earlier one.
                 warnings.append(
                     ModelWarning(
@@ -254,14 +283,78 @@ def _merge_sequence(data: bytes, source: str, warnings: list[ModelWarning]) -> d
                         oid,
                     )
                 )
+            seen_ids.add(oid)
             if isinstance(obj, dict):
                 obj = _shift_object(obj, offset, shifts)
-            merged["CityObjects"][oid] = obj
+            doc["CityObjects"][oid] = obj
+        n_in_doc += 1
+        if chunk is not None and n_in_doc >= chunk:
+            doc["vertices"] = vertices
+            doc["_n_features"] = n_in_doc
+            yield doc
+            yielded = True
+            doc, vertices = fresh()
+            n_in_doc = 0
     if header is None:
         raise IngestError("empty sequence", source=source)
-    merged["vertices"] = vertices
-    merged["_n_features"] = n_features
-    return merged
+    if chunk is None or n_in_doc or doc["CityObjects"] or not yielded:
+        # The rest; and always one document, so an empty sequence is an empty model.
+        doc["vertices"] = vertices
+        doc["_n_features"] = n_in_doc
+        yield doc
+
+
+def iter_cityjson(
+    path: str | Path,
+    *,
+    lod: str | None = None,
+    chunk: int = 2000,
+    progress: ProgressFn | None = None,
+) -> Iterator[CityModel]:
+    """Read a city file as a stream of models of up to ``chunk`` features each.
+
+    A CityJSONSeq (``.jsonl``) is read line by line, so memory stays bounded by the
+    chunk; any other file is read whole and yielded as one model.
+
+    Args:
+        path: the file.
+        lod: as for :func:`load_cityjson`.
+        chunk: features per yielded model (sequences only).
+        progress: called as ``progress(bytes_read, total_bytes)``.
+
+    Raises:
+        IngestError: as for :func:`load_cityjson`, at the chunk where the problem is.
+    """
+    p = Path(path)
+    if not str(p).endswith(_SEQ_SUFFIXES):
+        yield load_cityjson(p, lod=lod)
+        return
+    try:
+        fh = p.open("rb")
+        total = p.stat().st_size
+    except OSError as exc:
+        raise IngestError(f"cannot read file ({exc.strerror})", source=str(p)) from None
+    if total == 0:
+        fh.close()
+        raise IngestError("empty file: no CityJSON content", source=str(p))
+    with fh:
+        done = 0
+
+        def lines() -> Iterator[bytes]:
+            nonlocal done
+            for raw in fh:
+                done += len(raw)
+                yield raw
+
+        seen: set[str] = set()
+        warnings: list[ModelWarning] = []
+        for doc in _iter_sequence(lines(), str(p), warnings, chunk, seen):
+            chunk_warnings = list(warnings)
+            warnings.clear()
+            model = _Reader(doc, str(p), lod, None, chunk_warnings).read()
+            if progress:
+                progress(done, total)
+            yield model
 
 
 def _check_feature(item: dict[str, Any], source: str, lineno: int) -> dict[str, Any]:
@@ -1192,16 +1285,18 @@ def _collect_texture_indices(values: Any, depth: int, tex: list[Any], uv: list[A
     """Collect texture and uv indices from a texture 'values' array ``depth`` levels deep."""
     if not isinstance(values, list):
         return
-    if depth == 0:
-        for ring in values:
-            if isinstance(ring, list) and ring and ring[0] is not None:
-                tex.append(ring[0])
-                uv.extend(ring[1:])
-            elif ring is not None and not isinstance(ring, list):
-                tex.append(ring)
-        return
-    for v in values:
-        _collect_texture_indices(v, depth - 1, tex, uv)
+    level: list[Any] = values
+    for _ in range(depth):
+        # Flatten one nesting level (surfaces -> rings); non-lists are malformed input.
+        bad = next((v for v in level if not isinstance(v, list)), None)
+        if bad is not None:
+            tex.append(bad)
+            return
+        level = [x for v in level for x in v]
+    rings = [r for r in level if isinstance(r, list) and r and r[0] is not None]
+    tex.extend(r[0] for r in rings)
+    uv.extend(x for r in rings for x in r[1:])
+    tex.extend(r for r in level if r is not None and not isinstance(r, list))
 
 
 def _color(value: Any, default: tuple[float, float, float]) -> tuple[float, float, float]:

@@ -12,13 +12,15 @@ not duplicated per triangle corner.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import struct
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -29,15 +31,18 @@ from twin.geometry import CityModel
 
 __all__ = [
     "GLB_AXES",
+    "GlbBuilder",
     "SceneStats",
     "model_to_glb",
     "write_glb",
+    "write_glb_stream",
 ]
 
 # Source (x east, y north, z up) -> glTF (x right, y up, z toward the viewer): a proper
 # rotation (det = +1), so triangle winding and outward normals are preserved.
 GLB_AXES = "gltf.x = east, gltf.y = up, gltf.z = -north (metres from origin)"
 
+POINTS, LINES, TRIANGLES = 0, 1, 4
 _ARRAY_BUFFER = 34962
 _ELEMENT_ARRAY_BUFFER = 34963
 _FLOAT = 5126
@@ -118,34 +123,363 @@ class SceneStats:
     warnings: list[str] = field(default_factory=list)
 
 
-class _Bin:
-    """The GLB binary chunk, built from aligned pieces."""
+@dataclass
+class _Group:
+    """Everything that becomes one glTF primitive, accumulated over model chunks."""
+
+    name: str
+    mode: int
+    color: tuple[float, float, float]
+    alpha: float = 1.0
+    roughness: float = 0.9
+    emissive: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    pos: list[npt.NDArray[np.float32]] = field(default_factory=list)
+    nrm: list[npt.NDArray[np.float32]] = field(default_factory=list)
+    fid: list[npt.NDArray[np.float32]] = field(default_factory=list)
+    idx: list[npt.NDArray[np.int64]] = field(default_factory=list)
+    nverts: int = 0
+    nidx: int = 0
+    features: int = 0
+    lo: npt.NDArray[np.float32] | None = None
+    hi: npt.NDArray[np.float32] | None = None
+
+    def add(
+        self,
+        pos: npt.NDArray[np.float32],
+        nrm: npt.NDArray[np.float32] | None,
+        fid: npt.NDArray[np.int64],
+        idx: npt.NDArray[np.int64] | None,
+    ) -> None:
+        if idx is not None:
+            # Indices are stored local to their part; the part's vertex offset is
+            # added when the BIN chunk is written.
+            self.idx.append(idx.astype(np.int64) + self.nverts)
+            self.nidx += int(idx.size)
+        self.pos.append(pos)
+        if nrm is not None:
+            self.nrm.append(nrm)
+        self.fid.append(fid.astype(np.float32))
+        self.nverts += int(pos.shape[0])
+        self.features += int(np.unique(fid).size)
+        lo, hi = pos.min(axis=0), pos.max(axis=0)
+        self.lo = lo if self.lo is None else np.minimum(self.lo, lo)
+        self.hi = hi if self.hi is None else np.maximum(self.hi, hi)
+
+
+@dataclass
+class _Row:
+    """One property-table row (one feature)."""
+
+    id: str
+    type: str
+    parent: str
+    lod: str
+    height: float | None
+    footprint: float | None
+    attrs: dict[str, Any]
+
+
+class GlbBuilder:
+    """Accumulates city models (whole, or chunks of a stream) into one GLB.
+
+    Only compact float32/int arrays per material are kept, never the parsed JSON, so a
+    streamed CityJSONSeq city needs memory for its output, not its input.
+    """
+
+    def __init__(self, name: str = "city", origin: Sequence[float] | None = None) -> None:
+        self.name = name
+        self.origin = np.asarray(origin, dtype=np.float64) if origin is not None else None
+        self.groups: dict[str, _Group] = {}
+        self.rows: list[_Row] = []
+        self.stats = SceneStats()
+        self.crs: str | None = None
+        self.epsg: int | None = None
+        self.version = ""
+        self.lods: set[str] = set()
+        self.n_objects = 0
+
+    def add(self, model: CityModel) -> None:
+        """Triangulate one model (or chunk) and append its geometry and rows."""
+        self.n_objects += len(model.twin)
+        self.crs = self.crs or model.crs
+        self.epsg = self.epsg or model.epsg
+        self.version = self.version or model.version
+        self.lods.update(model.lods)
+        n_feat = len(model.feature_ids)
+        if n_feat == 0:
+            return
+        if self.origin is None:
+            bbox = model.bbox()
+            assert bbox is not None
+            self.origin = np.array([(bbox[0] + bbox[3]) / 2, (bbox[1] + bbox[4]) / 2, bbox[2]])
+            self.stats.origin = (
+                float(self.origin[0]),
+                float(self.origin[1]),
+                float(self.origin[2]),
+            )
+        base = len(self.rows)
+        tri = triangulate(model, origin=self.origin)
+        self.stats.dropped_surfaces += tri.dropped
+        self.stats.flipped_shells += tri.flipped_shells
+        local = _to_gltf_axes(model.vertices - self.origin)
+        normals = _to_gltf_axes(tri.surface_normals)
+        nv = np.int64(model.vertices.shape[0])
+
+        keys, specs = _surface_material_keys(model)
+        if tri.triangles.size:
+            tkey = keys[tri.tri_surface]
+            order = np.argsort(tkey, kind="stable")
+            cuts = np.flatnonzero(np.diff(tkey[order])) + 1
+            for grp in np.split(order, cuts):
+                t = tri.triangles[grp]
+                ts = tri.tri_surface[grp]
+                # One glTF vertex per (source vertex, surface): shared inside a flat
+                # surface, never one per triangle corner.
+                pair = np.repeat(ts, 3) * nv + t.reshape(-1)
+                uniq, inverse = np.unique(pair, return_inverse=True)
+                u_s, u_v = uniq // nv, uniq % nv
+                spec = specs[int(tkey[grp[0]])]
+                group = self._group(spec, TRIANGLES)
+                group.add(
+                    local[u_v].astype(np.float32),
+                    normals[u_s].astype(np.float32),
+                    model.surf_feature[u_s] + base,
+                    inverse.reshape(-1),
+                )
+                self.stats.triangles += int(t.shape[0])
+        if model.point_vertices.size:
+            group = self._group(_Spec("points", (0.95, 0.6, 0.1)), POINTS)
+            group.add(
+                local[model.point_vertices].astype(np.float32),
+                None,
+                model.point_feature + base,
+                None,
+            )
+            self.stats.points += int(model.point_vertices.size)
+        if model.line_segments.size:
+            group = self._group(_Spec("lines", (0.1, 0.1, 0.1)), LINES)
+            group.add(
+                local[model.line_segments.reshape(-1)].astype(np.float32),
+                None,
+                np.repeat(model.line_feature, 2) + base,
+                None,
+            )
+            self.stats.line_segments += int(model.line_segments.shape[0])
+        for oid in model.feature_ids:
+            o = model.twin[oid]
+            gs = o.geometry
+            self.rows.append(
+                _Row(
+                    id=o.id,
+                    type=o.type,
+                    parent=o.parent or "",
+                    lod=(gs.lod if gs else "") or "",
+                    height=gs.height if gs else None,
+                    footprint=gs.footprint_area if gs else None,
+                    attrs={k: o.attributes[k] for k in KEY_ATTRIBUTES if k in o.attributes},
+                )
+            )
+
+    def _group(self, spec: _Spec, mode: int) -> _Group:
+        key = f"{mode}:{spec.name}"
+        group = self.groups.get(key)
+        if group is None:
+            group = _Group(
+                name=spec.name,
+                mode=mode,
+                color=spec.color,
+                alpha=spec.alpha,
+                roughness=spec.roughness,
+                emissive=spec.emissive,
+            )
+            self.groups[key] = group
+        return group
+
+    def write(self, fh: BinaryIO) -> SceneStats:
+        """Write the GLB to a binary file object.
+
+        Raises:
+            SceneError: nothing was drawable.
+        """
+        import pygltflib as g
+
+        stats = self.stats
+        stats.features = len(self.rows)
+        if not self.rows or not self.groups:
+            if stats.dropped_surfaces:
+                raise SceneError(
+                    f"{self.name}: nothing to draw: every surface is degenerate "
+                    f"({stats.dropped_surfaces} dropped); no GLB written"
+                )
+            raise SceneError(
+                f"{self.name}: nothing to draw: the model has no CityObject with geometry "
+                f"({self.n_objects} objects); no GLB written"
+            )
+        if stats.dropped_surfaces:
+            stats.warnings.append(
+                f"{stats.dropped_surfaces} degenerate surfaces (zero area) dropped"
+            )
+        if stats.flipped_shells:
+            stats.warnings.append(f"{stats.flipped_shells} inward-facing shells turned outward")
+
+        layout = _Layout()
+        accessors: list[Any] = []
+        materials: list[Any] = []
+        primitives: list[Any] = []
+
+        def accessor(parts: list[Any], nbytes: int, count: int, ctype: int, atype: str,
+                     target: int, lo: Any = None, hi: Any = None) -> int:
+            view = layout.add(parts, nbytes, target=target)
+            acc = g.Accessor(bufferView=view, componentType=ctype, count=count, type=atype)
+            if lo is not None and hi is not None:
+                acc.min = [float(x) for x in lo]
+                acc.max = [float(x) for x in hi]
+            accessors.append(acc)
+            return len(accessors) - 1
+
+        for group in self.groups.values():
+            n = group.nverts
+            attrs = g.Attributes(
+                POSITION=accessor(group.pos, n * 12, n, _FLOAT, "VEC3", _ARRAY_BUFFER,
+                                  group.lo, group.hi)
+            )
+            if group.nrm:
+                attrs.NORMAL = accessor(group.nrm, n * 12, n, _FLOAT, "VEC3", _ARRAY_BUFFER)
+            # FLOAT feature ids: exact up to 2^24 features and 4-byte aligned without a
+            # stride (glTF 2.0 §3.6.2.4: vertex attributes are aligned to 4 bytes).
+            setattr(attrs, "_FEATURE_ID_0",
+                    accessor(group.fid, n * 4, n, _FLOAT, "SCALAR", _ARRAY_BUFFER))
+            prim = g.Primitive(
+                attributes=attrs,
+                mode=group.mode,
+                material=len(materials),
+                extensions={
+                    "EXT_mesh_features": {
+                        "featureIds": [
+                            {"featureCount": group.features, "attribute": 0, "propertyTable": 0}
+                        ]
+                    }
+                },
+            )
+            if group.idx:
+                wide = n >= 65535
+                dtype = np.uint32 if wide else np.uint16
+                parts = [_Cast(part, dtype) for part in group.idx]
+                prim.indices = accessor(
+                    parts,
+                    group.nidx * (4 if wide else 2),
+                    group.nidx,
+                    _UNSIGNED_INT if wide else _UNSIGNED_SHORT,
+                    "SCALAR",
+                    _ELEMENT_ARRAY_BUFFER,
+                )
+            materials.append(_material(g, group))
+            primitives.append(prim)
+            stats.vertices += n
+        stats.primitives = len(primitives)
+
+        metadata = _property_table(self.rows, layout)
+        layout.total += (-layout.total) % 4  # BIN chunk length is a multiple of 4
+        assert self.origin is not None
+        gltf = g.GLTF2(
+            asset=g.Asset(
+                version="2.0",
+                generator="CityTwin",
+                extras={
+                    "citytwin": {
+                        "origin": list(stats.origin),
+                        "crs": self.crs,
+                        "epsg": self.epsg,
+                        "axes": GLB_AXES,
+                        "source": self.name,
+                        "cityjsonVersion": self.version,
+                        "featureCount": len(self.rows),
+                        "lods": sorted(self.lods, key=_lod_key),
+                    }
+                },
+            ),
+            scene=0,
+            scenes=[g.Scene(nodes=[0])],
+            nodes=[g.Node(mesh=0, name=self.name)],
+            meshes=[g.Mesh(primitives=primitives, name="city")],
+            materials=materials,
+            accessors=accessors,
+            bufferViews=[g.BufferView(**v) for v in layout.views],
+            buffers=[g.Buffer(byteLength=layout.total)],
+            extensionsUsed=["EXT_mesh_features", "EXT_structural_metadata"],
+            extensions={"EXT_structural_metadata": metadata},
+        )
+        js = gltf.to_json(separators=(",", ":")).encode("utf-8")
+        js += b" " * ((-len(js)) % 4)
+        total = 12 + 8 + len(js) + 8 + layout.total
+        # GLB container (glTF 2.0 §4.4): header, JSON chunk, BIN chunk.
+        fh.write(struct.pack("<III", 0x46546C67, 2, total))
+        fh.write(struct.pack("<II", len(js), 0x4E4F534A))
+        fh.write(js)
+        fh.write(struct.pack("<II", layout.total, 0x004E4942))
+        layout.write(fh)
+        stats.bytes = total
+        return stats
+
+
+class _Cast:
+    """A part written with a dtype conversion at write time (indices)."""
+
+    def __init__(self, arr: npt.NDArray[Any], dtype: Any) -> None:
+        self.arr = arr
+        self.dtype = dtype
+
+    def tobytes(self) -> bytes:
+        return self.arr.astype(self.dtype).tobytes()
+
+
+class _Layout:
+    """Buffer views over parts that are written later, in order, with alignment."""
 
     def __init__(self) -> None:
-        self.parts: list[bytes] = []
-        self.size = 0
         self.views: list[dict[str, Any]] = []
+        self.pieces: list[tuple[int, list[Any]]] = []  # (padding before, parts)
+        self.total = 0
 
-    def add(self, data: bytes, *, target: int | None = None, align: int = 4) -> int:
-        pad = (-self.size) % align
-        if pad:
-            self.parts.append(b"\0" * pad)
-            self.size += pad
-        view: dict[str, Any] = {"buffer": 0, "byteOffset": self.size, "byteLength": len(data)}
+    def add(self, parts: list[Any], nbytes: int, *, target: int | None = None,
+            align: int = 4) -> int:
+        pad = (-self.total) % align
+        self.total += pad
+        view: dict[str, Any] = {"buffer": 0, "byteOffset": self.total, "byteLength": nbytes}
         if target is not None:
             view["target"] = target
-        self.parts.append(data)
-        self.size += len(data)
         self.views.append(view)
+        self.pieces.append((pad, parts))
+        self.total += nbytes
         return len(self.views) - 1
 
-    def blob(self) -> bytes:
-        pad = (-self.size) % 4
-        return b"".join(self.parts) + b"\0" * pad
+    def add_bytes(self, data: bytes, *, align: int = 8) -> int:
+        return self.add([data], len(data), align=align)
+
+    def write(self, fh: BinaryIO) -> None:
+        written = 0
+        for pad, parts in self.pieces:
+            if pad:
+                fh.write(b"\0" * pad)
+                written += pad
+            for part in parts:
+                data = part if isinstance(part, bytes) else part.tobytes()
+                fh.write(data)
+                written += len(data)
+        tail = self.total - written
+        if tail:
+            fh.write(b"\0" * tail)
 
 
 def _to_gltf_axes(xyz: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return np.column_stack([xyz[:, 0], xyz[:, 2], -xyz[:, 1]])
+
+
+def _lod_key(lod: str) -> float:
+    try:
+        return float(lod)
+    except ValueError:
+        return -1.0
 
 
 def model_to_glb(model: CityModel) -> tuple[bytes, SceneStats]:
@@ -160,220 +494,31 @@ def model_to_glb(model: CityModel) -> tuple[bytes, SceneStats]:
     Raises:
         SceneError: the model has nothing to draw.
     """
-    import pygltflib as g
-
-    n_feat = len(model.feature_ids)
-    if n_feat == 0:
-        raise SceneError(
-            f"{model.source}: nothing to draw: the model has no CityObject with geometry "
-            f"({len(model.twin)} objects); no GLB written"
-        )
-    bbox = model.bbox()
-    assert bbox is not None
-    origin = np.array([(bbox[0] + bbox[3]) / 2, (bbox[1] + bbox[4]) / 2, bbox[2]])
-    tri = triangulate(model, origin=origin)
-    stats = SceneStats(
-        features=n_feat,
-        dropped_surfaces=tri.dropped,
-        flipped_shells=tri.flipped_shells,
-        origin=(float(origin[0]), float(origin[1]), float(origin[2])),
-    )
-    if tri.dropped:
-        stats.warnings.append(f"{tri.dropped} degenerate surfaces (zero area) dropped")
-    if tri.flipped_shells:
-        stats.warnings.append(f"{tri.flipped_shells} inward-facing shells turned outward")
-    local = _to_gltf_axes(model.vertices - origin)
-    normals = _to_gltf_axes(tri.surface_normals)
-
-    bin_ = _Bin()
-    accessors: list[Any] = []
-    materials: list[Any] = []
-    primitives: list[Any] = []
-
-    def accessor(
-        data: npt.NDArray[Any], ctype: int, atype: str, *, target: int, minmax: bool = False
-    ) -> int:
-        view = bin_.add(np.ascontiguousarray(data).tobytes(), target=target)
-        acc = g.Accessor(
-            bufferView=view,
-            componentType=ctype,
-            count=int(data.shape[0]),
-            type=atype,
-        )
-        if minmax:
-            acc.min = data.min(axis=0).tolist() if data.ndim > 1 else [float(data.min())]
-            acc.max = data.max(axis=0).tolist() if data.ndim > 1 else [float(data.max())]
-        accessors.append(acc)
-        return len(accessors) - 1
-
-    def feature_attr(fids: npt.NDArray[np.int64]) -> int:
-        # FLOAT feature ids: exact up to 2^24 features and 4-byte aligned without a
-        # stride (glTF 2.0 §3.6.2.4 requires vertex attributes aligned to 4 bytes).
-        return accessor(fids.astype(np.float32), _FLOAT, "SCALAR", target=_ARRAY_BUFFER)
-
-    def mesh_features(fids: npt.NDArray[np.int64]) -> dict[str, Any]:
-        return {
-            "EXT_mesh_features": {
-                "featureIds": [
-                    {
-                        "featureCount": int(np.unique(fids).size),
-                        "attribute": 0,
-                        "propertyTable": 0,
-                    }
-                ]
-            }
-        }
-
-    # -- surfaces, batched by material ----------------------------------------------
-    keys, names, colors = _surface_material_keys(model)
-    if tri.triangles.size:
-        tkey = keys[tri.tri_surface]
-        order = np.argsort(tkey, kind="stable")
-        tkey_sorted = tkey[order]
-        cuts = np.flatnonzero(np.diff(tkey_sorted)) + 1
-        for grp in np.split(order, cuts):
-            key = int(tkey[grp[0]])
-            t = tri.triangles[grp]
-            ts = tri.tri_surface[grp]
-            corner_v = t.reshape(-1)
-            corner_s = np.repeat(ts, 3)
-            # One glTF vertex per (source vertex, surface): shared inside a flat surface.
-            pair = corner_s * np.int64(model.vertices.shape[0]) + corner_v
-            uniq, inverse = np.unique(pair, return_inverse=True)
-            u_s = uniq // model.vertices.shape[0]
-            u_v = uniq % model.vertices.shape[0]
-            pos = local[u_v].astype(np.float32)
-            nrm = normals[u_s].astype(np.float32)
-            fids = model.surf_feature[u_s]
-            nverts = pos.shape[0]
-            idx = inverse.reshape(-1).astype(np.uint16 if nverts < 65535 else np.uint32)
-            a_pos = accessor(pos, _FLOAT, "VEC3", target=_ARRAY_BUFFER, minmax=True)
-            a_nrm = accessor(nrm, _FLOAT, "VEC3", target=_ARRAY_BUFFER)
-            a_fid = feature_attr(fids)
-            a_idx = accessor(
-                idx,
-                _UNSIGNED_SHORT if idx.dtype == np.uint16 else _UNSIGNED_INT,
-                "SCALAR",
-                target=_ELEMENT_ARRAY_BUFFER,
-            )
-            attrs = g.Attributes(POSITION=a_pos, NORMAL=a_nrm)
-            setattr(attrs, "_FEATURE_ID_0", a_fid)
-            mat_index = _material(g, materials, names[key], colors[key], model, key)
-            primitives.append(
-                g.Primitive(
-                    attributes=attrs,
-                    indices=a_idx,
-                    material=mat_index,
-                    mode=g.TRIANGLES,
-                    extensions=mesh_features(fids),
-                )
-            )
-            stats.triangles += int(t.shape[0])
-            stats.vertices += nverts
-
-    # -- points and lines (CityJSON MultiPoint / MultiLineString) -------------------
-    if model.point_vertices.size:
-        pos = local[model.point_vertices].astype(np.float32)
-        attrs = g.Attributes(
-            POSITION=accessor(pos, _FLOAT, "VEC3", target=_ARRAY_BUFFER, minmax=True)
-        )
-        setattr(attrs, "_FEATURE_ID_0", feature_attr(model.point_feature))
-        materials.append(_plain_material(g, "points", (0.95, 0.6, 0.1)))
-        primitives.append(
-            g.Primitive(
-                attributes=attrs,
-                material=len(materials) - 1,
-                mode=g.POINTS,
-                extensions=mesh_features(model.point_feature),
-            )
-        )
-        stats.points = int(pos.shape[0])
-        stats.vertices += int(pos.shape[0])
-    if model.line_segments.size:
-        corner_v = model.line_segments.reshape(-1)
-        pos = local[corner_v].astype(np.float32)
-        fids = np.repeat(model.line_feature, 2)
-        attrs = g.Attributes(
-            POSITION=accessor(pos, _FLOAT, "VEC3", target=_ARRAY_BUFFER, minmax=True)
-        )
-        setattr(attrs, "_FEATURE_ID_0", feature_attr(fids))
-        materials.append(_plain_material(g, "lines", (0.1, 0.1, 0.1)))
-        primitives.append(
-            g.Primitive(
-                attributes=attrs,
-                material=len(materials) - 1,
-                mode=g.LINES,
-                extensions=mesh_features(fids),
-            )
-        )
-        stats.line_segments = int(model.line_segments.shape[0])
-        stats.vertices += int(pos.shape[0])
-
-    if not primitives:
-        raise SceneError(
-            f"{model.source}: nothing to draw: every surface is degenerate "
-            f"({tri.dropped} dropped); no GLB written"
-        )
-
-    metadata = _property_table(model, bin_)
-    gltf = g.GLTF2(
-        asset=g.Asset(
-            version="2.0",
-            generator="CityTwin",
-            extras={
-                "citytwin": {
-                    "origin": list(stats.origin),
-                    "crs": model.crs,
-                    "epsg": model.epsg,
-                    "axes": GLB_AXES,
-                    "source": Path(model.source).name,
-                    "cityjsonVersion": model.version,
-                    "featureCount": n_feat,
-                    "lods": model.lods,
-                }
-            },
-        ),
-        scene=0,
-        scenes=[g.Scene(nodes=[0])],
-        nodes=[g.Node(mesh=0, name=Path(model.source).stem or "city")],
-        meshes=[g.Mesh(primitives=primitives, name="city")],
-        materials=materials,
-        accessors=accessors,
-        buffers=[g.Buffer(byteLength=0)],
-        extensionsUsed=["EXT_mesh_features", "EXT_structural_metadata"],
-        extensions={"EXT_structural_metadata": metadata},
-    )
-    blob = bin_.blob()
-    gltf.buffers[0].byteLength = len(blob)
-    gltf.bufferViews = [g.BufferView(**v) for v in bin_.views]
-    stats.primitives = len(primitives)
-    data = _glb_bytes(gltf.to_json(separators=(",", ":")), blob)
-    stats.bytes = len(data)
-    return data, stats
-
-
-def _glb_bytes(json_text: str, blob: bytes) -> bytes:
-    """Assemble a GLB container (glTF 2.0 §4.4): header, JSON chunk, BIN chunk."""
-    js = json_text.encode("utf-8")
-    js += b" " * ((-len(js)) % 4)
-    total = 12 + 8 + len(js) + 8 + len(blob)
-    return b"".join(
-        [
-            struct.pack("<III", 0x46546C67, 2, total),
-            struct.pack("<II", len(js), 0x4E4F534A),
-            js,
-            struct.pack("<II", len(blob), 0x004E4942),
-            blob,
-        ]
-    )
+    builder = GlbBuilder(Path(model.source).name)
+    builder.add(model)
+    buf = io.BytesIO()
+    stats = builder.write(buf)
+    return buf.getvalue(), stats
 
 
 def write_glb(model: CityModel, path: str | Path) -> SceneStats:
     """Write the model's GLB to ``path`` atomically (no partial file on failure).
 
+    Raises:
+        SceneError: nothing to draw, or the file cannot be written.
+    """
+    return write_glb_stream([model], path, name=Path(model.source).name)
+
+
+def write_glb_stream(
+    models: Iterable[CityModel], path: str | Path, *, name: str | None = None
+) -> SceneStats:
+    """Write one GLB from a stream of models (chunks of one city), atomically.
+
     Args:
-        model: the city model.
-        path: output file.
+        models: the chunks, e.g. from :func:`ingest.cityjson.iter_cityjson`.
+        path: output file; written to a temporary file first, renamed when complete.
+        name: the scene name (defaults to the output file stem).
 
     Returns:
         Statistics of the written scene.
@@ -381,32 +526,43 @@ def write_glb(model: CityModel, path: str | Path) -> SceneStats:
     Raises:
         SceneError: nothing to draw, or the file cannot be written.
     """
-    data, stats = model_to_glb(model)
     out = Path(path)
+    builder = GlbBuilder(name or out.stem)
+    for model in models:
+        builder.add(model)
+    tmp: str | None = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with os.fdopen(fd, "wb") as fh:
+            stats = builder.write(fh)
+        os.replace(tmp, out)
+        tmp = None
     except OSError as exc:
         raise SceneError(f"{out}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
     return stats
 
 
-def _surface_material_keys(
-    model: CityModel,
-) -> tuple[npt.NDArray[np.int64], dict[int, str], dict[int, tuple[float, float, float]]]:
+@dataclass(frozen=True)
+class _Spec:
+    """Look of one material group."""
+
+    name: str
+    color: tuple[float, float, float]
+    alpha: float = 1.0
+    roughness: float = 0.9
+    emissive: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+def _surface_material_keys(model: CityModel) -> tuple[npt.NDArray[np.int64], dict[int, _Spec]]:
     """A material key per surface: CityJSON material, else semantic type, else object type.
 
     Keys: material i -> i; semantic s -> 1_000_000 + s; object type t -> 2_000_000 + t.
     """
-    names: dict[int, str] = {}
-    colors: dict[int, tuple[float, float, float]] = {}
+    specs: dict[int, _Spec] = {}
     keys = np.empty(model.n_surfaces, dtype=np.int64)
     types = sorted({model.twin[f].type for f in model.feature_ids})
     type_code = {t: i for i, t in enumerate(types)}
@@ -419,75 +575,50 @@ def _surface_material_keys(
     keys[rest] = 2_000_000 + feat_type[model.surf_feature[rest]]
     for k in np.unique(keys).tolist():
         if k < 1_000_000:
+            # CityJSON material (X3D) -> glTF PBR metallic-roughness (glTF 2.0 §3.9.2).
             m = model.materials[k]
-            names[k] = f"material:{m.name}"
-            colors[k] = m.diffuse
+            specs[k] = _Spec(
+                f"material:{m.name}",
+                m.diffuse,
+                alpha=1.0 - m.transparency,
+                roughness=float(max(0.05, 1.0 - m.shininess)),
+                emissive=m.emissive,
+            )
         elif k < 2_000_000:
             st = model.semantic_types[k - 1_000_000]
-            names[k] = f"semantic:{st}"
-            colors[k] = SEMANTIC_COLORS.get(st, _DEFAULT_COLOR)
+            specs[k] = _Spec(f"semantic:{st}", SEMANTIC_COLORS.get(st, _DEFAULT_COLOR))
         else:
             ot = types[k - 2_000_000]
-            names[k] = f"type:{ot}"
-            colors[k] = TYPE_COLORS.get(ot, _DEFAULT_COLOR)
-    return keys, names, colors
+            specs[k] = _Spec(f"type:{ot}", TYPE_COLORS.get(ot, _DEFAULT_COLOR))
+    return keys, specs
 
 
-def _material(
-    g: Any,
-    materials: list[Any],
-    name: str,
-    color: tuple[float, float, float],
-    model: CityModel,
-    key: int,
-) -> int:
-    alpha = 1.0
-    metallic, rough = 0.0, 0.9
-    emissive = [0.0, 0.0, 0.0]
-    if key < 1_000_000:
-        # CityJSON material (X3D) -> glTF PBR metallic-roughness (glTF 2.0 §3.9.2).
-        m = model.materials[key]
-        alpha = 1.0 - m.transparency
-        rough = float(max(0.05, 1.0 - m.shininess))
-        emissive = list(m.emissive)
-    mat = g.Material(
-        name=name,
-        pbrMetallicRoughness=g.PbrMetallicRoughness(
-            baseColorFactor=[*color, alpha], metallicFactor=metallic, roughnessFactor=rough
-        ),
-        emissiveFactor=emissive,
-        doubleSided=True,
-        alphaMode="BLEND" if alpha < 1.0 else "OPAQUE",
-    )
-    materials.append(mat)
-    return len(materials) - 1
-
-
-def _plain_material(g: Any, name: str, color: tuple[float, float, float]) -> Any:
+def _material(g: Any, group: _Group) -> Any:
     return g.Material(
-        name=name,
+        name=group.name,
         pbrMetallicRoughness=g.PbrMetallicRoughness(
-            baseColorFactor=[*color, 1.0], metallicFactor=0.0, roughnessFactor=1.0
+            baseColorFactor=[*group.color, group.alpha],
+            metallicFactor=0.0,
+            roughnessFactor=group.roughness,
         ),
+        emissiveFactor=list(group.emissive),
+        doubleSided=group.mode == TRIANGLES,
+        alphaMode="BLEND" if group.alpha < 1.0 else "OPAQUE",
     )
 
 
-def _property_table(model: CityModel, bin_: _Bin) -> dict[str, Any]:
+def _property_table(rows: list[_Row], layout: _Layout) -> dict[str, Any]:
     """EXT_structural_metadata schema + one property table, row = feature id."""
-    objs = [model.twin[f] for f in model.feature_ids]
     columns: dict[str, tuple[str, list[Any]]] = {
-        "id": ("STRING", [o.id for o in objs]),
-        "type": ("STRING", [o.type for o in objs]),
-        "parent": ("STRING", [o.parent or "" for o in objs]),
-        "lod": ("STRING", [(o.geometry.lod if o.geometry else "") or "" for o in objs]),
-        "height": ("FLOAT64", [o.geometry.height if o.geometry else None for o in objs]),
-        "footprintArea": (
-            "FLOAT64",
-            [o.geometry.footprint_area if o.geometry else None for o in objs],
-        ),
+        "id": ("STRING", [r.id for r in rows]),
+        "type": ("STRING", [r.type for r in rows]),
+        "parent": ("STRING", [r.parent for r in rows]),
+        "lod": ("STRING", [r.lod for r in rows]),
+        "height": ("FLOAT64", [r.height for r in rows]),
+        "footprintArea": ("FLOAT64", [r.footprint for r in rows]),
     }
     for attr in KEY_ATTRIBUTES:
-        vals = [o.attributes.get(attr) for o in objs]
+        vals = [r.attrs.get(attr) for r in rows]
         present = [v for v in vals if v is not None]
         if not present:
             continue
@@ -508,8 +639,9 @@ def _property_table(model: CityModel, bin_: _Bin) -> dict[str, Any]:
             encoded = [str(v).encode("utf-8") for v in vals]
             offsets = np.zeros(len(encoded) + 1, dtype=np.uint32)
             np.cumsum([len(e) for e in encoded], out=offsets[1:])
-            values_view = bin_.add(b"".join(encoded), align=8)
-            offsets_view = bin_.add(offsets.tobytes(), align=8)
+            # Property-table buffer views are 8-byte aligned (EXT_structural_metadata).
+            values_view = layout.add_bytes(b"".join(encoded))
+            offsets_view = layout.add_bytes(offsets.tobytes())
             class_props[name] = {"type": "STRING"}
             if name == "id":
                 class_props[name]["required"] = True
@@ -521,21 +653,17 @@ def _property_table(model: CityModel, bin_: _Bin) -> dict[str, Any]:
         else:
             arr = np.array([no_data if v is None else float(v) for v in vals], dtype=np.float64)
             arr[~np.isfinite(arr)] = no_data
-            values_view = bin_.add(arr.tobytes(), align=8)
+            values_view = layout.add_bytes(arr.tobytes())
             class_props[name] = {"type": "SCALAR", "componentType": "FLOAT64", "noData": no_data}
             table_props[name] = {"values": values_view}
     return {
         "schema": {
             "id": "citytwin",
             "classes": {
-                "cityobject": {
-                    "name": "CityJSON CityObject",
-                    "properties": class_props,
-                }
+                "cityobject": {"name": "CityJSON CityObject", "properties": class_props}
             },
         },
         "propertyTables": [
-            {"class": "cityobject", "count": len(objs), "properties": table_props}
+            {"class": "cityobject", "count": len(rows), "properties": table_props}
         ],
     }
-

@@ -50,7 +50,9 @@ def _err(msg: str) -> None:
 
 
 @contextmanager
-def _progress(path: Path, label: str) -> Iterator[Callable[[int, int], None] | None]:
+def _progress(
+    path: Path, label: str, unit: str = "objects"
+) -> Iterator[Callable[[int, int], None] | None]:
     """A progress bar on stderr for files over a few MB; None (no bar) otherwise."""
     try:
         size = path.stat().st_size
@@ -64,7 +66,7 @@ def _progress(path: Path, label: str) -> Iterator[Callable[[int, int], None] | N
     with Progress(
         TextColumn(f"{label} {path.name}"),
         BarColumn(),
-        TextColumn("{task.completed:,}/{task.total:,} objects"),
+        TextColumn("{task.completed:,}/{task.total:,} " + unit),
         TimeRemainingColumn(),
         transient=True,
         console=None,
@@ -84,16 +86,8 @@ def _load(path: Path, lod: str | None) -> CityModel:
         return load_cityjson(path, lod=lod, progress=progress)
 
 
-def _print_warnings(model: CityModel, extra: list[str] | None = None, limit: int = 5) -> None:
-    lines = [
-        f"warning: {w.message}" + (f" (object {w.object_id!r})" if w.object_id else "")
-        for w in model.warnings
-    ]
-    lines += [f"warning: {w}" for w in extra or []]
-    for line in lines[:limit]:
-        _err(line)
-    if len(lines) > limit:
-        _err(f"... and {len(lines) - limit} more warnings (see `twin validate`)")
+def _print_warnings(model: CityModel, extra: list[str] | None = None) -> None:
+    _print_lines([*_model_warnings(model), *(f"warning: {w}" for w in extra or [])])
 
 
 @app.command()
@@ -105,22 +99,47 @@ def export(
         bool, typer.Option("--check/--no-check", help="run the geometric checks and warn")
     ] = True,
 ) -> None:
-    """Export a city model to one pickable GLB (EXT_mesh_features + property table)."""
-    from scene.gltf import write_glb
+    """Export a city model to one pickable GLB (EXT_mesh_features + property table).
+
+    CityJSONSeq files are streamed in chunks, so memory is bounded by the output, not
+    the input.
+    """
+    from ingest.cityjson import iter_cityjson
+    from scene.gltf import write_glb_stream
 
     t0 = time.perf_counter()
-    model = _load(city, lod)
-    geo_warnings: list[str] = []
-    if check:
-        geo_warnings = _geometry_warnings(model)
-    stats = write_glb(model, output)
+    warnings: list[str] = []
+
+    def models() -> Iterator[CityModel]:
+        with _progress(city, "exporting", unit="bytes") as progress:
+            for model in iter_cityjson(city, lod=lod, progress=progress):
+                warnings.extend(_model_warnings(model))
+                if check:
+                    warnings.extend(_geometry_warnings(model))
+                yield model
+
+    stats = write_glb_stream(models(), output, name=city.name)
     dt = time.perf_counter() - t0
-    _print_warnings(model, [*stats.warnings, *geo_warnings])
+    _print_lines([*warnings, *(f"warning: {w}" for w in stats.warnings)])
     typer.echo(
         f"{output}: {stats.features:,} objects, {stats.triangles:,} triangles, "
         f"{stats.vertices:,} vertices, {stats.primitives} primitives, "
         f"{stats.bytes / 1e6:.1f} MB in {dt:.2f} s"
     )
+
+
+def _model_warnings(model: CityModel) -> list[str]:
+    return [
+        f"warning: {w.message}" + (f" (object {w.object_id!r})" if w.object_id else "")
+        for w in model.warnings
+    ]
+
+
+def _print_lines(lines: list[str], limit: int = 5) -> None:
+    for line in lines[:limit]:
+        _err(line)
+    if len(lines) > limit:
+        _err(f"... and {len(lines) - limit} more warnings (see `twin validate`)")
 
 
 def _geometry_warnings(model: CityModel) -> list[str]:
@@ -131,7 +150,7 @@ def _geometry_warnings(model: CityModel) -> list[str]:
     out = []
     for w in check_geometry(model, max_seconds=5.0):
         where = f"object {w.object_id!r}: " if w.object_id else ""
-        out.append(f"{where}{w.code} {w.message}")
+        out.append(f"warning: {where}{w.code} {w.message}")
     return out
 
 
