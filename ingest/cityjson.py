@@ -8,6 +8,7 @@ problems a viewer can still draw become :class:`twin.geometry.ModelWarning`.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -361,8 +362,9 @@ def _check_feature(item: dict[str, Any], source: str, lineno: int) -> dict[str, 
     fid = item.get("id")
     objs = item.get("CityObjects")
     if not isinstance(objs, dict):
-        raise IngestError("CityJSONFeature has no 'CityObjects' object", source=source,
-                          where=f"line {lineno}")
+        raise IngestError(
+            "CityJSONFeature has no 'CityObjects' object", source=source, where=f"line {lineno}"
+        )
     if not isinstance(fid, str) or fid not in objs:
         raise IngestError(
             f"CityJSONFeature id {fid!r} is not one of its CityObjects (the feature's "
@@ -416,13 +418,15 @@ def _shift_object(obj: dict[str, Any], offset: int, shifts: tuple[int, int, int]
             if mat_off and isinstance(g.get("material"), dict):
                 g["material"] = {
                     k: {kk: _shift(vv, mat_off) for kk, vv in v.items()}
-                    if isinstance(v, dict) else v
+                    if isinstance(v, dict)
+                    else v
                     for k, v in g["material"].items()
                 }
             if (tex_off or uv_off) and isinstance(g.get("texture"), dict):
                 g["texture"] = {
                     k: {kk: _shift_tex(vv, tex_off, uv_off) for kk, vv in v.items()}
-                    if isinstance(v, dict) else v
+                    if isinstance(v, dict)
+                    else v
                     for k, v in g["texture"].items()
                 }
         shifted.append(g)
@@ -551,7 +555,7 @@ class _Reader:
         step = max(1, total // 100)
         obj_ranges: list[tuple[int, int, int, int]] = []
         for i, (oid, raw) in enumerate(city_objects.items()):
-            obj, lod_used, gtypes = self._object(oid, raw, len(feature_ids))
+            obj = self._object(oid, raw)
             twin.add(obj)
             s0 = len(self.flat.surf_feature)
             p0 = len(self.flat.point_feature)
@@ -573,8 +577,7 @@ class _Reader:
         if self.extra_vertices:
             extra = np.asarray(self.extra_vertices, dtype=np.float64).reshape(-1, 3)
             all_vertices = np.vstack([vertices, extra])
-        model = self._assemble(version, twin, all_vertices, feature_ids, crs, transform,
-                               metadata)
+        model = self._assemble(version, twin, all_vertices, feature_ids, crs, transform, metadata)
         _summarize(model)
         return model
 
@@ -585,7 +588,7 @@ class _Reader:
         if kind is None:
             raise self.fail(
                 "missing top-level 'type' member: not a CityJSON document "
-                "(expected \"type\": \"CityJSON\")"
+                '(expected "type": "CityJSON")'
             )
         if kind == "CityModel":
             # CityJSON < 0.6 called itself CityModel, version as a URL.
@@ -607,8 +610,9 @@ class _Reader:
                 "'crs' metadata). Upgrade with: cjio FILE upgrade save OUT.city.json",
             )
         elif v not in ("1.0", "1.1", "2.0") and not v.startswith(("1.0.", "1.1.", "2.0.")):
-            raise self.fail(f"unsupported CityJSON version {v!r} (supported: 0.x legacy, "
-                            "1.0, 1.1, 2.0)")
+            raise self.fail(
+                f"unsupported CityJSON version {v!r} (supported: 0.x legacy, 1.0, 1.1, 2.0)"
+            )
         return v
 
     def _transform(self) -> dict[str, list[float]] | None:
@@ -628,8 +632,9 @@ class _Reader:
                 raise self.fail(f"'transform.{key}' must be 3 numbers", where="transform")
             vals = [float(x) for x in val]
             if not all(math.isfinite(x) and abs(x) < 1e300 for x in vals):
-                raise self.fail(f"'transform.{key}' has a value outside float64 range",
-                                where="transform")
+                raise self.fail(
+                    f"'transform.{key}' has a value outside float64 range", where="transform"
+                )
             out[key] = vals
         if any(s == 0 for s in out["scale"]):
             self.warn(
@@ -652,10 +657,15 @@ class _Reader:
             arr = np.asarray(raw, dtype=object)
         if arr.ndim != 2 or arr.shape[1] != 3 or arr.dtype.kind not in "iuf":
             bad = next(
-                (i for i, v in enumerate(raw)
-                 if not (isinstance(v, list) and len(v) == 3
-                         and all(isinstance(c, int | float) and not isinstance(c, bool)
-                                 for c in v))),
+                (
+                    i
+                    for i, v in enumerate(raw)
+                    if not (
+                        isinstance(v, list)
+                        and len(v) == 3
+                        and all(isinstance(c, int | float) and not isinstance(c, bool) for c in v)
+                    )
+                ),
                 0,
             )
             raise self.fail("vertex is not 3 numbers", where=f"vertex index {bad}")
@@ -664,8 +674,7 @@ class _Reader:
             if not finite.all():
                 bad = int(np.argmin(finite))
                 raise self.fail(
-                    "vertex coordinate outside the integer/float64 range a CityJSON "
-                    "reader accepts",
+                    "vertex coordinate outside the integer/float64 range a CityJSON reader accepts",
                     where=f"vertex index {bad}",
                 )
             if transform is not None and not np.equal(np.floor(arr), arr).all():
@@ -729,15 +738,16 @@ class _Reader:
         try:
             tva = np.asarray(tv, dtype=np.float64).reshape(-1, 3)
         except (ValueError, TypeError):
-            raise self.fail("'vertices-templates' must be an array of [x, y, z]",
-                            where="geometry-templates") from None
+            raise self.fail(
+                "'vertices-templates' must be an array of [x, y, z]", where="geometry-templates"
+            ) from None
         if not isinstance(templates, list):
             raise self.fail("'geometry-templates.templates' must be an array")
         return templates, tva
 
     # -- objects ---------------------------------------------------------------------
 
-    def _object(self, oid: str, raw: Any, fidx: int) -> tuple[TwinObject, str | None, list[str]]:
+    def _object(self, oid: str, raw: Any) -> TwinObject:
         if not isinstance(raw, dict):
             raise self.fail("CityObject is not a JSON object", where=f"object {oid!r}")
         otype = raw.get("type")
@@ -770,22 +780,22 @@ class _Reader:
             attributes=attrs,
             extra=extra,
         )
-        return obj, None, []
+        return obj
 
     def _link_children(self, twin: Twin) -> None:
         for obj in twin:
             for p in obj.parents:
                 parent = twin.get(p)
                 if parent is None:
-                    self.warn("dangling-parent", f"parent {p!r} of {obj.id!r} does not exist",
-                              obj.id)
+                    self.warn(
+                        "dangling-parent", f"parent {p!r} of {obj.id!r} does not exist", obj.id
+                    )
                 elif obj.id not in parent.children:
                     parent.children.append(obj.id)
             for c in obj.children:
                 child = twin.get(c)
                 if child is None:
-                    self.warn("dangling-child", f"child {c!r} of {obj.id!r} does not exist",
-                              obj.id)
+                    self.warn("dangling-child", f"child {c!r} of {obj.id!r} does not exist", obj.id)
                 elif obj.id not in child.parents:
                     child.parents.append(obj.id)
 
@@ -805,11 +815,13 @@ class _Reader:
                 raise self.fail("geometry is not an object", where=f"object {oid!r} geometry {gi}")
             gtype = g.get("type")
             if gtype not in _GEOMETRY_TYPES:
-                raise self.fail(f"unknown geometry type {gtype!r}",
-                                where=f"object {oid!r} geometry {gi}")
+                raise self.fail(
+                    f"unknown geometry type {gtype!r}", where=f"object {oid!r} geometry {gi}"
+                )
             if "boundaries" not in g:
-                raise self.fail("geometry has no 'boundaries'",
-                                where=f"object {oid!r} geometry {gi}")
+                raise self.fail(
+                    "geometry has no 'boundaries'", where=f"object {oid!r} geometry {gi}"
+                )
             lod = self._geometry_lod(oid, gi, g)
             lods.append(_lod_value(lod))
             self.lods.add(_lod_str(lod))
@@ -834,15 +846,18 @@ class _Reader:
             tmpl = self.templates[t]
             lod = tmpl.get("lod") if isinstance(tmpl, dict) else None
             if lod is None or _lod_value(lod) < 0:
-                raise self.fail(f"geometry template {t} has lod {lod!r}, not a number",
-                                where=f"object {oid!r} geometry {gi}")
+                raise self.fail(
+                    f"geometry template {t} has lod {lod!r}, not a number",
+                    where=f"object {oid!r} geometry {gi}",
+                )
             return lod
         lod = g.get("lod")
         if lod is None:
             raise self.fail("geometry has no 'lod'", where=f"object {oid!r} geometry {gi}")
         if _lod_value(lod) < 0:
-            raise self.fail(f"geometry lod {lod!r} is not a number",
-                            where=f"object {oid!r} geometry {gi}")
+            raise self.fail(
+                f"geometry lod {lod!r} is not a number", where=f"object {oid!r} geometry {gi}"
+            )
         return lod
 
     def _choose_lod(self, lods: list[float]) -> float:
@@ -882,7 +897,7 @@ class _Reader:
             for li, line in enumerate(b):
                 idx = self._int_list(line, f"{where} line {li}", "linestring")
                 self._check_range(idx, limit, where)
-                for a, c in zip(idx[:-1], idx[1:], strict=True):
+                for a, c in itertools.pairwise(idx):
                     flat.line_segments.extend((a + offset, c + offset))
                     flat.line_feature.append(fidx)
             return
@@ -976,15 +991,18 @@ class _Reader:
         if sem is None:
             return None
         if not isinstance(sem, dict) or not isinstance(sem.get("surfaces"), list):
-            self.warn("legacy-semantics",
-                      f"{where}: 'semantics' is not {{surfaces, values}} (pre-1.0 form?); ignored")
+            self.warn(
+                "legacy-semantics",
+                f"{where}: 'semantics' is not {{surfaces, values}} (pre-1.0 form?); ignored",
+            )
             return None
         table: list[int] = []
         for si, s in enumerate(sem["surfaces"]):
             st = s.get("type") if isinstance(s, dict) else None
             if not isinstance(st, str):
-                raise self.fail("semantic surface has no 'type'",
-                                where=f"{where} semantic surface {si}")
+                raise self.fail(
+                    "semantic surface has no 'type'", where=f"{where} semantic surface {si}"
+                )
             idx = self.semantic_index.get(st)
             if idx is None:
                 if not st.startswith("+"):
@@ -1006,14 +1024,17 @@ class _Reader:
             # differ): draw with semantic colours instead of failing.
             if not self._warned_materials:
                 self._warned_materials = True
-                self.warn("material-ignored",
-                          f"{where}: material references without matching materials; "
-                          "semantic colours used")
+                self.warn(
+                    "material-ignored",
+                    f"{where}: material references without matching materials; "
+                    "semantic colours used",
+                )
             if not self.materials:
                 return None, None
             ok = all(
                 m is None or (type(m) is int and 0 <= m < len(self.materials))
-                for ent in mat.values() if isinstance(ent, dict)
+                for ent in mat.values()
+                if isinstance(ent, dict)
                 for m in [*_leaves(ent.get("values")), ent.get("value")]
             )
             if not ok:
@@ -1023,8 +1044,7 @@ class _Reader:
                 for m in _leaves(ent.get("values")):
                     if m is not None and (type(m) is not int or not 0 <= m < len(self.materials)):
                         raise self.fail(
-                            f"material index {m!r} out of range "
-                            f"({len(self.materials)} materials)",
+                            f"material index {m!r} out of range ({len(self.materials)} materials)",
                             where=f"{where} material theme {th!r}",
                         )
         app = self.doc.get("appearance")
@@ -1051,8 +1071,9 @@ class _Reader:
         if self.n_textures == 0:
             if not self._warned_no_textures:
                 self._warned_no_textures = True
-                self.warn("missing-textures",
-                          f"{where}: texture references, but the file has no textures")
+                self.warn(
+                    "missing-textures", f"{where}: texture references, but the file has no textures"
+                )
             return
         depth = _SURFACE_DEPTH.get(g["type"], 1)
         for theme, entry in tex.items():
@@ -1096,8 +1117,9 @@ class _Reader:
                 where=where,
             )
         m = g.get("transformationMatrix")
-        if not (isinstance(m, list) and len(m) == 16
-                and all(isinstance(x, int | float) for x in m)):
+        if not (
+            isinstance(m, list) and len(m) == 16 and all(isinstance(x, int | float) for x in m)
+        ):
             raise self.fail("transformationMatrix must be 16 numbers", where=where)
         matrix = np.asarray(m, dtype=np.float64).reshape(4, 4)
         tv = self.template_vertices
@@ -1109,8 +1131,9 @@ class _Reader:
         offset = self.n_file_vertices + len(self.extra_vertices) // 3
         self.extra_vertices.extend(placed.reshape(-1).tolist())
         pos = len(self.flat.ring_vertices)
-        self._flatten(tmpl, fidx, f"{where} (template {g['template']})", offset=offset,
-                      limit=tv.shape[0])
+        self._flatten(
+            tmpl, fidx, f"{where} (template {g['template']})", offset=offset, limit=tv.shape[0]
+        )
         self.instance_spans.append((pos, len(self.flat.ring_vertices)))
 
     def _file_vertex(self, i: int) -> np.ndarray:
@@ -1260,9 +1283,12 @@ def _walk(
                 f"material 'values' has {len(mat_l)} entries for {n} surfaces", where=where
             )
         for i, s in enumerate(b):
-            yield s, sem_l[i] if sem_l is not None else None, (
-                mat_l[i] if mat_l is not None else None
-            ), path
+            yield (
+                s,
+                sem_l[i] if sem_l is not None else None,
+                (mat_l[i] if mat_l is not None else None),
+                path,
+            )
         return
     if not b:
         reader.empty_primitives += 1
@@ -1330,9 +1356,7 @@ def _summarize(model: CityModel) -> None:
         np.repeat(model.surf_feature, np.diff(model.surface_rings)),
         np.diff(model.ring_offsets),
     )
-    feats = np.concatenate(
-        [ring_feat, model.point_feature, np.repeat(model.line_feature, 2)]
-    )
+    feats = np.concatenate([ring_feat, model.point_feature, np.repeat(model.line_feature, 2)])
     verts = np.concatenate(
         [model.ring_vertices, model.point_vertices, model.line_segments.reshape(-1)]
     )

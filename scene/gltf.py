@@ -327,8 +327,16 @@ class GlbBuilder:
         materials: list[Any] = []
         primitives: list[Any] = []
 
-        def accessor(parts: list[Any], nbytes: int, count: int, ctype: int, atype: str,
-                     target: int, lo: Any = None, hi: Any = None) -> int:
+        def accessor(
+            parts: list[Any],
+            nbytes: int,
+            count: int,
+            ctype: int,
+            atype: str,
+            target: int,
+            lo: Any = None,
+            hi: Any = None,
+        ) -> int:
             view = layout.add(parts, nbytes, target=target)
             acc = g.Accessor(bufferView=view, componentType=ctype, count=count, type=atype)
             if lo is not None and hi is not None:
@@ -340,15 +348,15 @@ class GlbBuilder:
         for group in self.groups.values():
             n = group.nverts
             attrs = g.Attributes(
-                POSITION=accessor(group.pos, n * 12, n, _FLOAT, "VEC3", _ARRAY_BUFFER,
-                                  group.lo, group.hi)
+                POSITION=accessor(
+                    group.pos, n * 12, n, _FLOAT, "VEC3", _ARRAY_BUFFER, group.lo, group.hi
+                )
             )
             if group.nrm:
                 attrs.NORMAL = accessor(group.nrm, n * 12, n, _FLOAT, "VEC3", _ARRAY_BUFFER)
             # FLOAT feature ids: exact up to 2^24 features and 4-byte aligned without a
             # stride (glTF 2.0 §3.6.2.4: vertex attributes are aligned to 4 bytes).
-            setattr(attrs, "_FEATURE_ID_0",
-                    accessor(group.fid, n * 4, n, _FLOAT, "SCALAR", _ARRAY_BUFFER))
+            attrs._FEATURE_ID_0 = accessor(group.fid, n * 4, n, _FLOAT, "SCALAR", _ARRAY_BUFFER)
             prim = g.Primitive(
                 attributes=attrs,
                 mode=group.mode,
@@ -441,8 +449,9 @@ class _Layout:
         self.pieces: list[tuple[int, list[Any]]] = []  # (padding before, parts)
         self.total = 0
 
-    def add(self, parts: list[Any], nbytes: int, *, target: int | None = None,
-            align: int = 4) -> int:
+    def add(
+        self, parts: list[Any], nbytes: int, *, target: int | None = None, align: int = 4
+    ) -> int:
         pad = (-self.total) % align
         self.total += pad
         view: dict[str, Any] = {"buffer": 0, "byteOffset": self.total, "byteLength": nbytes}
@@ -659,11 +668,7 @@ def _property_table(rows: list[_Row], layout: _Layout) -> dict[str, Any]:
     return {
         "schema": {
             "id": "citytwin",
-            "classes": {
-                "cityobject": {"name": "CityJSON CityObject", "properties": class_props}
-            },
+            "classes": {"cityobject": {"name": "CityJSON CityObject", "properties": class_props}},
         },
-        "propertyTables": [
-            {"class": "cityobject", "count": len(rows), "properties": table_props}
-        ],
+        "propertyTables": [{"class": "cityobject", "count": len(rows), "properties": table_props}],
     }

@@ -166,9 +166,7 @@ def _newell_normals(
     return ring_n[outer]
 
 
-def _ring_extent2(
-    verts: FloatArray, rv: IntArray, roffs: IntArray, outer: IntArray
-) -> FloatArray:
+def _ring_extent2(verts: FloatArray, rv: IntArray, roffs: IntArray, outer: IntArray) -> FloatArray:
     """Largest squared distance from each outer ring's first vertex to its others."""
     n_rings = roffs.shape[0] - 1
     lengths = np.diff(roffs)

@@ -194,7 +194,9 @@ def info(
 
         typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
         return
-    typer.echo(f"{city}: CityJSON {model.version}" + (f" — {data['title']}" if data["title"] else ""))
+    typer.echo(
+        f"{city}: CityJSON {model.version}" + (f" — {data['title']}" if data["title"] else "")
+    )
     typer.echo(f"  CRS        {model.crs or 'unknown'}")
     typer.echo(
         f"  objects    {len(model.twin):,} ({len(model.feature_ids):,} with geometry), "
@@ -312,4 +314,3 @@ def main() -> None:
             raise
         _err(f"internal error: {type(exc).__name__}: {exc} (rerun with TWIN_DEBUG=1 for details)")
         sys.exit(70)
-
