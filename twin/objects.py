@@ -41,6 +41,24 @@ class GeometrySummary:
             "centroid_wgs84": list(self.centroid_wgs84) if self.centroid_wgs84 else None,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GeometrySummary:
+        """Inverse of :meth:`as_dict`."""
+
+        def tup(v: Any) -> Any:
+            return tuple(float(x) for x in v) if v is not None else None
+
+        return cls(
+            lod=d.get("lod"),
+            geometry_types=tuple(d.get("geometry_types") or ()),
+            bbox=tup(d["bbox"]),
+            centroid=tup(d["centroid"]),
+            height=float(d.get("height", 0.0)),
+            footprint_area=float(d.get("footprint_area", 0.0)),
+            bbox_wgs84=tup(d.get("bbox_wgs84")),
+            centroid_wgs84=tup(d.get("centroid_wgs84")),
+        )
+
 
 @dataclass(slots=True)
 class TwinObject:
@@ -58,6 +76,34 @@ class TwinObject:
     geometry: GeometrySummary | None = None
     scenario: str = "base"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (the stored form)."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "parents": self.parents,
+            "children": self.children,
+            "attributes": self.attributes,
+            "geometry": self.geometry.as_dict() if self.geometry else None,
+            "scenario": self.scenario,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TwinObject:
+        """Inverse of :meth:`as_dict`."""
+        geom = d.get("geometry")
+        return cls(
+            id=d["id"],
+            type=d["type"],
+            parents=list(d.get("parents") or []),
+            children=list(d.get("children") or []),
+            attributes=dict(d.get("attributes") or {}),
+            geometry=GeometrySummary.from_dict(geom) if geom else None,
+            scenario=d.get("scenario", "base"),
+            extra=dict(d.get("extra") or {}),
+        )
 
     @property
     def parent(self) -> str | None:

@@ -1,0 +1,121 @@
+"""The StateStore protocol: objects, latest state, history and audit, by object id."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from twin.objects import TwinObject
+from twin.query import ObjectQuery
+from twin.state import (
+    ApplyResult,
+    AuditEntry,
+    HistoryBucket,
+    HistoryPoint,
+    StateUpdate,
+    StateValue,
+)
+
+__all__ = ["ObjectStore", "Page", "StateStore"]
+
+
+@dataclass
+class Page:
+    """One page of a list query."""
+
+    items: list[TwinObject] = field(default_factory=list)
+    next_cursor: str | None = None
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """Where twin objects and their live state live.
+
+    Implementations: :class:`twin.store.memory.MemoryStore` (tests, embedded),
+    ``SqliteStore`` (default, one file), ``PostgresStore`` (scale-out). Every write
+    method is one transaction: all of it lands or none of it.
+    """
+
+    url: str
+
+    def put_objects(
+        self, objects: Iterable[TwinObject], *, scenario: str = "base", source: str = ""
+    ) -> int:
+        """Insert or replace objects (idempotent); return how many were written."""
+        ...
+
+    def get_object(self, object_id: str, scenario: str = "base") -> TwinObject | None:
+        """One object, or None."""
+        ...
+
+    def query_objects(self, query: ObjectQuery) -> Page:
+        """A page of objects matching the query, with the cursor of the next page."""
+        ...
+
+    def count(self, scenario: str = "base") -> int:
+        """Number of objects in a scenario."""
+        ...
+
+    def counts_by_type(self, scenario: str = "base") -> dict[str, int]:
+        """Number of objects per type, most common first."""
+        ...
+
+    def apply_updates(self, updates: Sequence[StateUpdate]) -> ApplyResult:
+        """Append to history and advance the latest state (newest event time wins).
+
+        Duplicates (same object, property and time, or same message id) are stored once.
+        """
+        ...
+
+    def latest(self, object_id: str) -> dict[str, StateValue]:
+        """The latest value of every property of an object."""
+        ...
+
+    def history(
+        self,
+        object_id: str,
+        prop: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 10_000,
+    ) -> list[HistoryPoint]:
+        """Raw history points in time order."""
+        ...
+
+    def history_buckets(
+        self,
+        object_id: str,
+        prop: str,
+        every: float,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 10_000,
+    ) -> list[HistoryBucket]:
+        """History downsampled server-side into buckets of ``every`` seconds."""
+        ...
+
+    def prune_history(self, before: float) -> int:
+        """Delete history older than ``before`` (retention); return rows deleted."""
+        ...
+
+    def append_audit(self, entry: AuditEntry) -> None:
+        """Append one entry to the audit log."""
+        ...
+
+    def list_audit(self, *, limit: int = 100, before: float | None = None) -> list[AuditEntry]:
+        """Newest audit entries first."""
+        ...
+
+    def stats(self) -> dict[str, int]:
+        """Row counts: objects, state, history, audit."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+ObjectStore = StateStore

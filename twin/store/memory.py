@@ -1,0 +1,250 @@
+"""In-memory StateStore: the test fake and the reference semantics for the SQL stores."""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from twin.objects import TwinObject
+from twin.query import ObjectQuery, compare, decode_cursor, encode_cursor
+from twin.state import (
+    ApplyResult,
+    AuditEntry,
+    HistoryBucket,
+    HistoryPoint,
+    StateUpdate,
+    StateValue,
+)
+from twin.store.base import Page
+
+__all__ = ["MemoryStore"]
+
+
+def sort_value(obj: TwinObject, field: str) -> Any:
+    """The value an object sorts by (shared with the SQL stores' cursor logic)."""
+    if field == "id":
+        return obj.id
+    if field == "type":
+        return obj.type
+    g = obj.geometry
+    if field == "height":
+        return g.height if g else None
+    if field == "footprint":
+        return g.footprint_area if g else None
+    return obj.id
+
+
+def searchable_text(obj: TwinObject) -> str:
+    """What free-text search looks in: id, name and address-like attributes."""
+    parts = [obj.id]
+    for key in ("name", "naam", "Name", "address", "adres", "street", "identificatie"):
+        v = obj.attributes.get(key)
+        if v is not None:
+            parts.append(str(v))
+    addr = obj.extra.get("address")
+    if addr is not None:
+        parts.append(str(addr))
+    return " ".join(parts)
+
+
+class MemoryStore:
+    """Dicts and sorted lists; not persistent."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self._objects: dict[tuple[str, str], TwinObject] = {}
+        self._latest: dict[str, dict[str, StateValue]] = {}
+        # (object, property) -> sorted list of (time, value, source, quality)
+        self._history: dict[tuple[str, str], list[tuple[float, Any, str, str | None]]] = {}
+        self._msg_ids: set[str] = set()
+        self._audit: list[AuditEntry] = []
+
+    # -- objects -----------------------------------------------------------------------
+
+    def put_objects(
+        self, objects: Iterable[TwinObject], *, scenario: str = "base", source: str = ""
+    ) -> int:
+        batch = {o.id: o for o in objects}  # built first: all-or-nothing
+        for oid, o in batch.items():
+            o.scenario = scenario
+            self._objects[(scenario, oid)] = o
+        return len(batch)
+
+    def get_object(self, object_id: str, scenario: str = "base") -> TwinObject | None:
+        return self._objects.get((scenario, object_id))
+
+    def query_objects(self, query: ObjectQuery) -> Page:
+        items = [o for (sc, _), o in self._objects.items() if sc == query.scenario]
+        items = [o for o in items if self._match(o, query)]
+
+        def key(o: TwinObject) -> tuple[int, Any, str]:
+            v = sort_value(o, query.sort)
+            return (v is None, v if v is not None else 0, o.id)
+
+        items.sort(key=key, reverse=query.descending)
+        if query.cursor is not None:
+            cv, cid = query.cursor
+            marker = (cv is None, cv if cv is not None else 0, cid)
+            if query.descending:
+                items = [o for o in items if key(o) < marker]
+            else:
+                items = [o for o in items if key(o) > marker]
+        page = items[: query.limit]
+        nxt = None
+        if len(items) > query.limit and page:
+            last = page[-1]
+            nxt = encode_cursor(sort_value(last, query.sort), last.id)
+        return Page(items=page, next_cursor=nxt)
+
+    def _match(self, o: TwinObject, q: ObjectQuery) -> bool:
+        if q.ids and o.id not in q.ids:
+            return False
+        if q.types and o.type not in q.types:
+            return False
+        if q.text and q.text.lower() not in searchable_text(o).lower():
+            return False
+        if q.bbox is not None:
+            g = o.geometry
+            if g is None:
+                return False
+            b = g.bbox_wgs84 if q.bbox_crs == "wgs84" else g.bbox
+            if b is None:
+                return False
+            minx, miny, maxx, maxy = q.bbox
+            if b[3] < minx or b[0] > maxx or b[4] < miny or b[1] > maxy:
+                return False
+        for c in q.conditions:
+            if c.scope == "attr":
+                actual = o.attributes.get(c.name)
+            elif c.scope == "state":
+                sv = self._latest.get(o.id, {}).get(c.name)
+                actual = sv.value if sv else None
+            else:
+                g = o.geometry
+                actual = (
+                    None
+                    if g is None
+                    else {"height": g.height, "footprint": g.footprint_area, "lod": g.lod}[c.name]
+                )
+            if not compare(actual, c):
+                return False
+        return True
+
+    def count(self, scenario: str = "base") -> int:
+        return sum(1 for (sc, _) in self._objects if sc == scenario)
+
+    def counts_by_type(self, scenario: str = "base") -> dict[str, int]:
+        c = Counter(o.type for (sc, _), o in self._objects.items() if sc == scenario)
+        return dict(c.most_common())
+
+    # -- state -------------------------------------------------------------------------
+
+    def apply_updates(self, updates: Sequence[StateUpdate]) -> ApplyResult:
+        res = ApplyResult()
+        for u in updates:
+            key = (u.object_id, u.property)
+            hist = self._history.setdefault(key, [])
+            i = bisect.bisect_left(hist, (u.time,), key=lambda r: (r[0],))
+            if (i < len(hist) and hist[i][0] == u.time) or (
+                u.msg_id is not None and u.msg_id in self._msg_ids
+            ):
+                res.duplicates += 1
+                continue
+            hist.insert(i, (u.time, u.value, u.source, u.quality))
+            if u.msg_id is not None:
+                self._msg_ids.add(u.msg_id)
+            res.stored += 1
+            cur = self._latest.setdefault(u.object_id, {}).get(u.property)
+            if cur is None or u.time > cur.time:
+                self._latest[u.object_id][u.property] = StateValue(
+                    u.value, u.time, u.source, u.quality
+                )
+                res.latest.append(u)
+            else:
+                res.late += 1
+        return res
+
+    def latest(self, object_id: str) -> dict[str, StateValue]:
+        return dict(self._latest.get(object_id, {}))
+
+    def _range(
+        self, object_id: str, prop: str, since: float | None, until: float | None
+    ) -> list[tuple[float, Any, str, str | None]]:
+        hist = self._history.get((object_id, prop), [])
+        lo = 0 if since is None else bisect.bisect_left(hist, since, key=lambda r: r[0])
+        hi = len(hist) if until is None else bisect.bisect_left(hist, until, key=lambda r: r[0])
+        return hist[lo:hi]
+
+    def history(
+        self,
+        object_id: str,
+        prop: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 10_000,
+    ) -> list[HistoryPoint]:
+        rows = self._range(object_id, prop, since, until)[:limit]
+        return [HistoryPoint(t, v, s, q) for t, v, s, q in rows]
+
+    def history_buckets(
+        self,
+        object_id: str,
+        prop: str,
+        every: float,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 10_000,
+    ) -> list[HistoryBucket]:
+        buckets: dict[float, list[Any]] = {}
+        for t, v, _, _ in self._range(object_id, prop, since, until):
+            start = math.floor(t / every) * every
+            buckets.setdefault(start, []).append(v)
+        out = []
+        for start in sorted(buckets)[:limit]:
+            vals = buckets[start]
+            nums = [
+                float(v) for v in vals if isinstance(v, int | float) and not isinstance(v, bool)
+            ]
+            out.append(
+                HistoryBucket(
+                    start=start,
+                    count=len(vals),
+                    min=min(nums) if nums else None,
+                    mean=sum(nums) / len(nums) if nums else None,
+                    max=max(nums) if nums else None,
+                )
+            )
+        return out
+
+    def prune_history(self, before: float) -> int:
+        n = 0
+        for key, hist in self._history.items():
+            i = bisect.bisect_left(hist, before, key=lambda r: r[0])
+            n += i
+            self._history[key] = hist[i:]
+        return n
+
+    # -- audit ---------------------------------------------------------------------------
+
+    def append_audit(self, entry: AuditEntry) -> None:
+        self._audit.append(entry)
+
+    def list_audit(self, *, limit: int = 100, before: float | None = None) -> list[AuditEntry]:
+        rows = [a for a in self._audit if before is None or a.time < before]
+        return sorted(rows, key=lambda a: -a.time)[:limit]
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "objects": len(self._objects),
+            "state": sum(len(v) for v in self._latest.values()),
+            "history": sum(len(v) for v in self._history.values()),
+            "audit": len(self._audit),
+        }
+
+    def close(self) -> None:
+        return None

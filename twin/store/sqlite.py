@@ -1,0 +1,492 @@
+"""SQLite StateStore: the embedded default (one file, WAL mode).
+
+Every query is one SQL statement using an index: objects by (scenario, id) and
+(scenario, type); bbox through R*Tree tables (WGS84 and source CRS); free text through
+an FTS5 trigram index (substring search); state filters through (property, num); history
+by (object, property, time). Writes are one ``BEGIN IMMEDIATE`` transaction each, so a
+killed process leaves the store as it was before the interrupted write (WAL rollback).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from twin.errors import TwinError
+from twin.objects import TwinObject
+from twin.query import Condition, ObjectQuery, encode_cursor
+from twin.state import (
+    ApplyResult,
+    AuditEntry,
+    HistoryBucket,
+    HistoryPoint,
+    StateUpdate,
+    StateValue,
+)
+from twin.store.base import Page
+from twin.store.memory import searchable_text, sort_value
+
+__all__ = ["SqliteStore"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS objects (
+    rid INTEGER PRIMARY KEY,
+    scenario TEXT NOT NULL,
+    id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    parent TEXT,
+    height REAL,
+    footprint REAL,
+    lod TEXT,
+    attributes TEXT NOT NULL,
+    doc BLOB NOT NULL,
+    source TEXT,
+    wminx REAL, wminy REAL, wmaxx REAL, wmaxy REAL,
+    sminx REAL, sminy REAL, smaxx REAL, smaxy REAL,
+    UNIQUE (scenario, id)
+);
+CREATE INDEX IF NOT EXISTS objects_type ON objects (scenario, type, id);
+CREATE INDEX IF NOT EXISTS objects_parent ON objects (scenario, parent);
+CREATE INDEX IF NOT EXISTS objects_height ON objects (scenario, height, id);
+CREATE INDEX IF NOT EXISTS objects_footprint ON objects (scenario, footprint, id);
+CREATE VIRTUAL TABLE IF NOT EXISTS objects_wgs USING rtree (rid, minx, maxx, miny, maxy);
+CREATE VIRTUAL TABLE IF NOT EXISTS objects_src USING rtree (rid, minx, maxx, miny, maxy);
+CREATE VIRTUAL TABLE IF NOT EXISTS objects_fts USING fts5 (text, tokenize = 'trigram');
+CREATE TABLE IF NOT EXISTS state (
+    object_id TEXT NOT NULL,
+    property TEXT NOT NULL,
+    value TEXT NOT NULL,
+    num REAL,
+    t REAL NOT NULL,
+    source TEXT NOT NULL DEFAULT '',
+    quality TEXT,
+    PRIMARY KEY (object_id, property)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS state_prop_num ON state (property, num);
+CREATE INDEX IF NOT EXISTS state_prop_value ON state (property, value);
+CREATE TABLE IF NOT EXISTS history (
+    object_id TEXT NOT NULL,
+    property TEXT NOT NULL,
+    t REAL NOT NULL,
+    value TEXT NOT NULL,
+    num REAL,
+    source TEXT NOT NULL DEFAULT '',
+    quality TEXT,
+    msg_id TEXT,
+    PRIMARY KEY (object_id, property, t)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS history_msg ON history (msg_id) WHERE msg_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS history_t ON history (t);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    t REAL NOT NULL,
+    actor TEXT NOT NULL,
+    role TEXT NOT NULL,
+    action TEXT NOT NULL,
+    object_ids TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS audit_t ON audit (t);
+"""
+
+_SORT_SQL = {"id": "o.id", "type": "o.type", "height": "o.height", "footprint": "o.footprint"}
+
+
+def _path_from_url(url: str) -> str:
+    if url in ("sqlite://", "sqlite:///:memory:", "sqlite://:memory:"):
+        return ":memory:"
+    if url.startswith("sqlite:///"):
+        return url[len("sqlite:///") :]
+    if url.startswith("sqlite://"):
+        return url[len("sqlite://") :]
+    raise TwinError(f"not a sqlite URL: {url!r} (expected sqlite:///path/to/twin.db)")
+
+
+def _json_path(name: str) -> str:
+    return '$."' + name.replace('"', "") + '"'
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+class SqliteStore:
+    """StateStore on one SQLite file (``sqlite:///twin.db``).
+
+    One connection guarded by a lock: SQLite serializes writers anyway, and the
+    queries here take microseconds, so a lock is cheaper than a pool.
+    """
+
+    def __init__(self, url: str = "sqlite:///twin.db") -> None:
+        self.url = url
+        path = _path_from_url(url)
+        if path != ":memory:":
+            parent = Path(path).expanduser().resolve().parent
+            if not parent.is_dir():
+                raise TwinError(f"cannot open store {url!r}: folder {parent} does not exist")
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: a committed transaction survives a killed process (it is in
+            # the WAL file); only an OS crash could lose the last commits.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+        except sqlite3.DatabaseError as exc:
+            raise TwinError(f"cannot open store {url!r}: {exc}") from None
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    # -- objects -----------------------------------------------------------------------
+
+    def put_objects(
+        self, objects: Iterable[TwinObject], *, scenario: str = "base", source: str = ""
+    ) -> int:
+        rows = []
+        ids = []
+        for o in objects:
+            o.scenario = scenario
+            g = o.geometry
+            wb = g.bbox_wgs84 if g else None
+            sb = g.bbox if g else None
+            rows.append(
+                (
+                    scenario,
+                    o.id,
+                    o.type,
+                    o.parent,
+                    g.height if g else None,
+                    g.footprint_area if g else None,
+                    g.lod if g else None,
+                    orjson.dumps(o.attributes, option=orjson.OPT_NON_STR_KEYS).decode(),
+                    orjson.dumps(o.as_dict(), option=orjson.OPT_NON_STR_KEYS),
+                    source,
+                    *((wb[0], wb[1], wb[3], wb[4]) if wb else (None,) * 4),
+                    *((sb[0], sb[1], sb[3], sb[4]) if sb else (None,) * 4),
+                    searchable_text(o),
+                )
+            )
+            ids.append((o.id,))
+        if not rows:
+            return 0
+        with self._tx() as db:
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS batch (id TEXT PRIMARY KEY, text TEXT)")
+            db.execute("DELETE FROM temp.batch")
+            db.executemany(
+                "INSERT OR REPLACE INTO temp.batch (id, text) VALUES (?, ?)",
+                [(r[1], r[-1]) for r in rows],
+            )
+            old = "SELECT rid FROM objects WHERE scenario = ? AND id IN (SELECT id FROM temp.batch)"
+            for table in ("objects_wgs", "objects_src", "objects_fts"):
+                key = "rowid" if table == "objects_fts" else "rid"
+                db.execute(f"DELETE FROM {table} WHERE {key} IN ({old})", (scenario,))
+            db.execute(
+                "DELETE FROM objects WHERE scenario = ? AND id IN (SELECT id FROM temp.batch)",
+                (scenario,),
+            )
+            db.executemany(
+                "INSERT INTO objects (scenario, id, type, parent, height, footprint, lod, "
+                "attributes, doc, source, wminx, wminy, wmaxx, wmaxy, "
+                "sminx, sminy, smaxx, smaxy) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [r[:-1] for r in rows],
+            )
+            new = "FROM objects o WHERE o.scenario = ? AND o.id IN (SELECT id FROM temp.batch)"
+            db.execute(
+                f"INSERT INTO objects_wgs SELECT o.rid, o.wminx, o.wmaxx, o.wminy, o.wmaxy "
+                f"{new} AND o.wminx IS NOT NULL",
+                (scenario,),
+            )
+            db.execute(
+                f"INSERT INTO objects_src SELECT o.rid, o.sminx, o.smaxx, o.sminy, o.smaxy "
+                f"{new} AND o.sminx IS NOT NULL",
+                (scenario,),
+            )
+            db.execute(
+                "INSERT INTO objects_fts (rowid, text) SELECT o.rid, b.text "
+                "FROM objects o JOIN temp.batch b ON b.id = o.id WHERE o.scenario = ?",
+                (scenario,),
+            )
+        return len(rows)
+
+    def get_object(self, object_id: str, scenario: str = "base") -> TwinObject | None:
+        rows = self._read(
+            "SELECT doc FROM objects WHERE scenario = ? AND id = ?", (scenario, object_id)
+        )
+        return TwinObject.from_dict(orjson.loads(rows[0][0])) if rows else None
+
+    def query_objects(self, query: ObjectQuery) -> Page:
+        sql, params = self._compile(query)
+        rows = self._read(sql, params)
+        items = [TwinObject.from_dict(orjson.loads(r[0])) for r in rows[: query.limit]]
+        nxt = None
+        if len(rows) > query.limit and items:
+            last = items[-1]
+            nxt = encode_cursor(sort_value(last, query.sort), last.id)
+        return Page(items=items, next_cursor=nxt)
+
+    def _compile(self, q: ObjectQuery) -> tuple[str, list[Any]]:
+        """One SELECT for the whole query (filters, bbox, text, keyset page)."""
+        joins: list[str] = []
+        where = ["o.scenario = ?"]
+        params: list[Any] = [q.scenario]
+        if q.bbox is not None:
+            table = "objects_wgs" if q.bbox_crs == "wgs84" else "objects_src"
+            joins.append(
+                f"JOIN {table} r ON r.rid = o.rid AND r.maxx >= ? AND r.minx <= ? "
+                "AND r.maxy >= ? AND r.miny <= ?"
+            )
+            minx, miny, maxx, maxy = q.bbox
+            params = [minx, maxx, miny, maxy, *params]
+        if q.types:
+            where.append(f"o.type IN ({','.join('?' * len(q.types))})")
+            params += list(q.types)
+        if q.ids:
+            where.append(f"o.id IN ({','.join('?' * len(q.ids))})")
+            params += list(q.ids)
+        if q.text:
+            if len(q.text) >= 3:
+                # FTS5 trigram: substring match, case-insensitive (quoted as one phrase).
+                where.append("o.rid IN (SELECT rowid FROM objects_fts WHERE objects_fts MATCH ?)")
+                params.append('"' + q.text.replace('"', '""') + '"')
+            else:
+                where.append(
+                    "o.rid IN (SELECT rowid FROM objects_fts WHERE instr(lower(text), lower(?)))"
+                )
+                params.append(q.text)
+        for c in q.conditions:
+            clause, cparams = _condition_sql(c)
+            where.append(clause)
+            params += cparams
+        sort = _SORT_SQL.get(q.sort, "o.id")
+        key = [f"({sort} IS NULL)", f"COALESCE({sort}, 0)", "o.id"]
+        if q.cursor is not None:
+            cv, cid = q.cursor
+            op = "<" if q.descending else ">"
+            where.append(f"(({sort} IS NULL), COALESCE({sort}, 0), o.id) {op} (?, ?, ?)")
+            params += [cv is None, cv if cv is not None else 0, cid]
+        direction = "DESC" if q.descending else "ASC"
+        order = ", ".join(f"{part} {direction}" for part in key)
+        sql = (
+            f"SELECT o.doc FROM objects o {' '.join(joins)} WHERE {' AND '.join(where)} "
+            f"ORDER BY {order} LIMIT ?"
+        )
+        params.append(q.limit + 1)
+        return sql, params
+
+    def count(self, scenario: str = "base") -> int:
+        return int(self._read("SELECT count(*) FROM objects WHERE scenario = ?", (scenario,))[0][0])
+
+    def counts_by_type(self, scenario: str = "base") -> dict[str, int]:
+        rows = self._read(
+            "SELECT type, count(*) FROM objects WHERE scenario = ? GROUP BY type "
+            "ORDER BY count(*) DESC, type",
+            (scenario,),
+        )
+        return {t: int(n) for t, n in rows}
+
+    # -- state -------------------------------------------------------------------------
+
+    def apply_updates(self, updates: Sequence[StateUpdate]) -> ApplyResult:
+        res = ApplyResult()
+        if not updates:
+            return res
+        with self._tx() as db:
+            for u in updates:
+                value = orjson.dumps(u.value).decode()
+                num = _num(u.value)
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO history "
+                    "(object_id, property, t, value, num, source, quality, msg_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (u.object_id, u.property, u.time, value, num, u.source, u.quality, u.msg_id),
+                )
+                if cur.rowcount == 0:
+                    res.duplicates += 1
+                    continue
+                res.stored += 1
+                # Newest event time wins; a late message only lands in history.
+                cur = db.execute(
+                    "INSERT INTO state (object_id, property, value, num, t, source, quality) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (object_id, property) DO UPDATE SET value = excluded.value, "
+                    "num = excluded.num, t = excluded.t, source = excluded.source, "
+                    "quality = excluded.quality WHERE excluded.t > state.t",
+                    (u.object_id, u.property, value, num, u.time, u.source, u.quality),
+                )
+                if cur.rowcount:
+                    res.latest.append(u)
+                else:
+                    res.late += 1
+        return res
+
+    def latest(self, object_id: str) -> dict[str, StateValue]:
+        rows = self._read(
+            "SELECT property, value, t, source, quality FROM state WHERE object_id = ? "
+            "ORDER BY property",
+            (object_id,),
+        )
+        return {p: StateValue(orjson.loads(v), t, s, q) for p, v, t, s, q in rows}
+
+    def history(
+        self,
+        object_id: str,
+        prop: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 10_000,
+    ) -> list[HistoryPoint]:
+        rows = self._read(
+            "SELECT t, value, source, quality FROM history WHERE object_id = ? AND property = ? "
+            "AND t >= ? AND t < ? ORDER BY t LIMIT ?",
+            (object_id, prop, _lo(since), _hi(until), limit),
+        )
+        return [HistoryPoint(t, orjson.loads(v), s, q) for t, v, s, q in rows]
+
+    def history_buckets(
+        self,
+        object_id: str,
+        prop: str,
+        every: float,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 10_000,
+    ) -> list[HistoryBucket]:
+        if not every > 0:
+            raise TwinError("bucket width must be positive")
+        rows = self._read(
+            "SELECT floor(t / ?) * ? AS b, count(*), min(num), avg(num), max(num) "
+            "FROM history WHERE object_id = ? AND property = ? AND t >= ? AND t < ? "
+            "GROUP BY b ORDER BY b LIMIT ?",
+            (every, every, object_id, prop, _lo(since), _hi(until), limit),
+        )
+        return [HistoryBucket(float(b), int(n), lo, mean, hi) for b, n, lo, mean, hi in rows]
+
+    def prune_history(self, before: float) -> int:
+        with self._tx() as db:
+            return int(db.execute("DELETE FROM history WHERE t < ?", (before,)).rowcount)
+
+    # -- audit ---------------------------------------------------------------------------
+
+    def append_audit(self, entry: AuditEntry) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO audit (t, actor, role, action, object_ids, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    entry.time,
+                    entry.actor,
+                    entry.role,
+                    entry.action,
+                    orjson.dumps(list(entry.object_ids)).decode(),
+                    entry.detail,
+                ),
+            )
+
+    def list_audit(self, *, limit: int = 100, before: float | None = None) -> list[AuditEntry]:
+        rows = self._read(
+            "SELECT t, actor, role, action, object_ids, detail FROM audit WHERE t < ? "
+            "ORDER BY t DESC, seq DESC LIMIT ?",
+            (_hi(before), limit),
+        )
+        return [
+            AuditEntry(t, a, r, act, tuple(orjson.loads(ids)), d) for t, a, r, act, ids, d in rows
+        ]
+
+    def stats(self) -> dict[str, int]:
+        out = {}
+        for table in ("objects", "state", "history", "audit"):
+            out[table] = int(self._read(f"SELECT count(*) FROM {table}")[0][0])
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _lo(v: float | None) -> float:
+    return float("-inf") if v is None else v
+
+
+def _hi(v: float | None) -> float:
+    return float("inf") if v is None else v
+
+
+def _condition_sql(c: Condition) -> tuple[str, list[Any]]:
+    """SQL for one condition, with exactly the semantics of :func:`twin.query.compare`."""
+    op = "<>" if c.op == "!=" else c.op
+    if c.scope == "attr":
+        path = _json_path(c.name)
+        jt = "json_type(o.attributes, ?)"
+        jx = "json_extract(o.attributes, ?)"
+        if c.op == "~":
+            return f"({jt} = 'text' AND instr(lower({jx}), lower(?)) > 0)", [path, path, c.value]
+        if c.numeric:
+            base = f"({jt} IN ('integer', 'real') AND {jx} {'=' if op == '<>' else op} ?)"
+            params = [path, path, c.value]
+            return (f"NOT {base}", params) if op == "<>" else (base, params)
+        base = f"({jt} = 'text' AND {jx} = ?)"
+        params = [path, path, c.value]
+        return (f"NOT {base}", params) if op == "<>" else (base, params)
+    if c.scope == "state":
+        sub = "SELECT 1 FROM state s WHERE s.object_id = o.id AND s.property = ?"
+        if c.op == "~":
+            return (
+                f"EXISTS ({sub} AND s.value LIKE '\"%' AND instr(lower(s.value), lower(?)) > 0)",
+                [c.name, c.value],
+            )
+        if c.numeric:
+            cmp = "=" if op == "<>" else op
+            base = f"EXISTS ({sub} AND s.num {cmp} ?)"
+        else:
+            base = f"EXISTS ({sub} AND s.num IS NULL AND s.value = ?)"
+        value = c.value if c.numeric else orjson.dumps(c.value).decode()
+        return (f"NOT {base}", [c.name, value]) if op == "<>" else (base, [c.name, value])
+    col = {"height": "o.height", "footprint": "o.footprint", "lod": "o.lod"}[c.name]
+    if c.name == "lod":
+        if c.op == "~":
+            return f"instr(lower(COALESCE({col}, '')), lower(?)) > 0", [c.value]
+        value = str(c.value if not c.numeric else _lod_text(float(c.value)))
+        base = f"({col} IS NOT NULL AND {col} = ?)"
+        return (f"NOT {base}", [value]) if op == "<>" else (base, [value])
+    if c.op == "~" or not c.numeric:
+        return ("1 = 0", []) if c.op != "!=" else ("1 = 1", [])
+    base = f"({col} IS NOT NULL AND {col} {'=' if op == '<>' else op} ?)"
+    return (f"NOT {base}", [c.value]) if op == "<>" else (base, [c.value])
+
+
+def _lod_text(v: float) -> str:
+    return str(int(v)) if v.is_integer() else str(v)
