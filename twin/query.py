@@ -247,3 +247,49 @@ def compare(actual: Any, cond: Condition) -> bool:
         }[cond.op]
     equal = isinstance(actual, str) and actual == cond.value
     return equal if cond.op == "=" else not equal
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(text: str) -> float:
+    """Parse ``30s``, ``5m``, ``1h``, ``1d`` into seconds.
+
+    Raises:
+        QueryError: not a positive duration.
+    """
+    m = _DURATION.match(text)
+    if m is None:
+        raise QueryError(f"duration {text!r} must look like 30s, 5m, 1h or 1d", text)
+    seconds = float(m.group(1)) * _UNIT[m.group(2)]
+    if seconds <= 0:
+        raise QueryError(f"duration {text!r} must be positive", text)
+    return seconds
+
+
+def parse_time(text: str) -> float:
+    """Parse an ISO 8601 time (UTC if no offset) or epoch seconds into epoch seconds.
+
+    Raises:
+        QueryError: neither form.
+    """
+    from datetime import UTC, datetime
+
+    try:
+        value = float(text)
+    except ValueError:
+        pass
+    else:
+        if value == value and abs(value) < 1e11:
+            return value
+        raise QueryError(f"time {text!r} is out of range", text)
+    try:
+        dt = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise QueryError(
+            f"time {text!r} must be ISO 8601 (2026-11-23T12:00:00Z) or epoch seconds", text
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()

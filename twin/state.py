@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +40,7 @@ class StateUpdate:
     quality: str | None = None
     msg_id: str | None = None
 
-    @property
+    @builtins.property  # the field `property` shadows the builtin in this class body
     def number(self) -> float | None:
         """The value as a float when it is numeric (booleans are not)."""
         v = self.value

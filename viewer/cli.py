@@ -235,58 +235,119 @@ def validate(
         raise typer.Exit(1)
 
 
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db", help="store URL: sqlite:///twin.db (default), postgresql://..., memory://"
+    ),
+]
+
+
+def _settings(**overrides: Any) -> Any:
+    from viewer.settings import Settings
+
+    values = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**values)
+
+
 @app.command()
 def ingest(
     cities: Annotated[list[Path], typer.Argument(help="CityJSON / CityJSONSeq files")],
-    db: Annotated[
-        str, typer.Option("--db", help="store URL (memory:// until the store issue lands)")
-    ] = "memory://",
+    db: DbOpt = None,
     lod: LodOpt = None,
+    scenario: Annotated[str, typer.Option(help="scenario to load into")] = "base",
 ) -> None:
-    """Load city files into the twin store, all-or-nothing per file."""
-    from twin.store import MemoryStore
+    """Load city files into the twin store: all-or-nothing per file, idempotent on re-run."""
+    from twin.store import open_store
 
-    if db != "memory://":
-        raise TwinError(f"store URL {db!r} is not supported yet (only memory://)")
-    store = MemoryStore()
+    settings = _settings(db=db)
+    store = open_store(settings.db)
     t0 = time.perf_counter()
-    for city in cities:
-        model = _load(city, lod)
-        n = store.put_objects(model.twin, source=str(city))
-        typer.echo(f"{city}: {n:,} objects")
+    total = 0
+    try:
+        for city in cities:
+            t1 = time.perf_counter()
+            # The whole file is read and checked before anything is written, and it is
+            # written in one transaction, so a bad or interrupted file changes nothing.
+            model = _load(city, lod)
+            data = city.read_bytes()
+            n = store.put_objects(model.twin, scenario=scenario, source=city.name, source_data=data)
+            total += n
+            dt = time.perf_counter() - t1
+            typer.echo(f"{city}: {n:,} objects in {dt:.2f} s ({n / max(dt, 1e-9):,.0f}/s)")
+            _print_warnings(model)
+    finally:
+        store.close()
     dt = time.perf_counter() - t0
-    typer.echo(f"store: {store.count():,} objects in {dt:.2f} s")
+    typer.echo(
+        f"{settings.db}: {total:,} objects from {len(cities)} file(s) in {dt:.2f} s "
+        f"({total / max(dt, 1e-9):,.0f} objects/s)"
+    )
+
+
+HostOpt = Annotated[str | None, typer.Option(help="address to listen on (TWIN_HOST)")]
+PortOpt = Annotated[int | None, typer.Option(help="port (TWIN_PORT)")]
+
+
+def _serve(settings: Any) -> None:
+    import uvicorn
+
+    from viewer.app import create_app
+    from viewer.bootstrap import bootstrap
+
+    services = bootstrap(settings)
+    typer.echo(
+        f"CityTwin serving {services.store.count():,} objects from {settings.db} "
+        f"on http://{settings.host}:{settings.port}/  (Ctrl-C to stop)"
+    )
+    try:
+        uvicorn.run(
+            create_app(services), host=settings.host, port=settings.port, log_level="warning"
+        )
+    finally:
+        services.store.close()
+
+
+@app.command()
+def serve(db: DbOpt = None, host: HostOpt = None, port: PortOpt = None) -> None:
+    """Serve the API (and viewer) on a store."""
+    _serve(_settings(db=db, host=host, port=port))
 
 
 @app.command()
 def demo(
     city: Annotated[str, typer.Option(help=f"demo city: {', '.join(DEMO_CITIES)}")] = "delft",
-    host: Annotated[str, typer.Option(help="address to serve on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to serve on")] = 8000,
-    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="start the API")] = True,
-    out: Annotated[Path, typer.Option(help="where to write the demo GLB")] = Path("out"),
+    host: HostOpt = None,
+    port: PortOpt = None,
+    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="start the server")] = True,
+    db: Annotated[Path, typer.Option(help="SQLite file to create (replaced if it exists)")] = Path(
+        "out/demo.db"
+    ),
 ) -> None:
-    """Run the platform on the bundled demo city (no external server needed)."""
-    from scene.gltf import write_glb
+    """Ingest the bundled demo city into a fresh SQLite file and serve it (no server needed)."""
+    from scene.service import SceneCache
+    from twin.store import open_store
 
     path = DEMO_CITIES.get(city)
     if path is None:
         raise TwinError(f"unknown demo city {city!r} (choose: {', '.join(DEMO_CITIES)})")
-    model = _load(path, None)
-    glb = out / f"{city}.glb"
-    stats = write_glb(model, glb)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    url = f"sqlite:///{db}"
+    store = open_store(url)
+    try:
+        model = _load(path, None)
+        n = store.put_objects(model.twin, source=path.name, source_data=path.read_bytes())
+        scene = SceneCache(store).get()
+    finally:
+        store.close()
     typer.echo(
-        f"demo city {city}: {len(model.twin):,} objects -> {glb} "
-        f"({stats.triangles:,} triangles, {stats.bytes / 1e6:.1f} MB)"
+        f"demo city {city}: {n:,} objects -> {db}; scene {len(scene.data) / 1e6:.1f} MB "
+        f"({scene.features:,} pickable features)"
     )
-    if not serve:
-        return
-    import uvicorn
-
-    from viewer.app import create_app
-
-    typer.echo(f"serving on http://{host}:{port}/  (Ctrl-C to stop)")
-    uvicorn.run(create_app(model, glb.read_bytes()), host=host, port=port, log_level="warning")
+    if serve:
+        _serve(_settings(db=url, host=host, port=port))
 
 
 def main() -> None:

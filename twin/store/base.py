@@ -17,7 +17,17 @@ from twin.state import (
     StateValue,
 )
 
-__all__ = ["ObjectStore", "Page", "StateStore"]
+__all__ = ["ObjectStore", "Page", "SourceInfo", "StateStore"]
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """A stored source document (e.g. the CityJSON file a city was ingested from)."""
+
+    name: str
+    sha256: str
+    size: int
+    added: float
 
 
 @dataclass
@@ -40,9 +50,27 @@ class StateStore(Protocol):
     url: str
 
     def put_objects(
-        self, objects: Iterable[TwinObject], *, scenario: str = "base", source: str = ""
+        self,
+        objects: Iterable[TwinObject],
+        *,
+        scenario: str = "base",
+        source: str = "",
+        source_data: bytes | None = None,
     ) -> int:
-        """Insert or replace objects (idempotent); return how many were written."""
+        """Insert or replace objects (idempotent); return how many were written.
+
+        With ``source_data`` the source document (the CityJSON file the objects came
+        from) is stored under the name ``source`` in the same transaction; the scene is
+        built from the stored sources.
+        """
+        ...
+
+    def sources(self, scenario: str = "base") -> list[SourceInfo]:
+        """The source documents of a scenario, in the order they were first added."""
+        ...
+
+    def get_source(self, name: str, scenario: str = "base") -> bytes | None:
+        """One source document's bytes, or None."""
         ...
 
     def get_object(self, object_id: str, scenario: str = "base") -> TwinObject | None:

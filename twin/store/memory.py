@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import bisect
+import hashlib
 import math
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from twin.objects import TwinObject
-from twin.query import ObjectQuery, compare, decode_cursor, encode_cursor
+from twin.query import ObjectQuery, compare, encode_cursor
 from twin.state import (
     ApplyResult,
     AuditEntry,
@@ -18,7 +20,7 @@ from twin.state import (
     StateUpdate,
     StateValue,
 )
-from twin.store.base import Page
+from twin.store.base import Page, SourceInfo
 
 __all__ = ["MemoryStore"]
 
@@ -61,17 +63,40 @@ class MemoryStore:
         self._history: dict[tuple[str, str], list[tuple[float, Any, str, str | None]]] = {}
         self._msg_ids: set[str] = set()
         self._audit: list[AuditEntry] = []
+        self._sources: dict[tuple[str, str], tuple[SourceInfo, bytes]] = {}
 
     # -- objects -----------------------------------------------------------------------
 
     def put_objects(
-        self, objects: Iterable[TwinObject], *, scenario: str = "base", source: str = ""
+        self,
+        objects: Iterable[TwinObject],
+        *,
+        scenario: str = "base",
+        source: str = "",
+        source_data: bytes | None = None,
     ) -> int:
         batch = {o.id: o for o in objects}  # built first: all-or-nothing
         for oid, o in batch.items():
             o.scenario = scenario
             self._objects[(scenario, oid)] = o
+        if source_data is not None:
+            old = self._sources.get((scenario, source))
+            info = SourceInfo(
+                name=source,
+                sha256=hashlib.sha256(source_data).hexdigest(),
+                size=len(source_data),
+                added=old[0].added if old else time.time(),
+            )
+            self._sources[(scenario, source)] = (info, source_data)
         return len(batch)
+
+    def sources(self, scenario: str = "base") -> list[SourceInfo]:
+        infos = [i for (sc, _), (i, _) in self._sources.items() if sc == scenario]
+        return sorted(infos, key=lambda i: (i.added, i.name))
+
+    def get_source(self, name: str, scenario: str = "base") -> bytes | None:
+        entry = self._sources.get((scenario, name))
+        return entry[1] if entry else None
 
     def get_object(self, object_id: str, scenario: str = "base") -> TwinObject | None:
         return self._objects.get((scenario, object_id))

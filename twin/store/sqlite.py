@@ -9,8 +9,11 @@ killed process leaves the store as it was before the interrupted write (WAL roll
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
+import time
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +32,7 @@ from twin.state import (
     StateUpdate,
     StateValue,
 )
-from twin.store.base import Page
+from twin.store.base import Page, SourceInfo
 from twin.store.memory import searchable_text, sort_value
 
 __all__ = ["SqliteStore"]
@@ -96,6 +99,15 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS audit_t ON audit (t);
+CREATE TABLE IF NOT EXISTS sources (
+    scenario TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    added REAL NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (scenario, name)
+);
 """
 
 _SORT_SQL = {"id": "o.id", "type": "o.type", "height": "o.height", "footprint": "o.footprint"}
@@ -171,7 +183,12 @@ class SqliteStore:
     # -- objects -----------------------------------------------------------------------
 
     def put_objects(
-        self, objects: Iterable[TwinObject], *, scenario: str = "base", source: str = ""
+        self,
+        objects: Iterable[TwinObject],
+        *,
+        scenario: str = "base",
+        source: str = "",
+        source_data: bytes | None = None,
     ) -> int:
         rows = []
         ids = []
@@ -198,9 +215,25 @@ class SqliteStore:
                 )
             )
             ids.append((o.id,))
-        if not rows:
+        if not rows and source_data is None:
             return 0
         with self._tx() as db:
+            if source_data is not None:
+                db.execute(
+                    "INSERT INTO sources (scenario, name, sha256, size, added, data) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (scenario, name) DO UPDATE SET "
+                    "sha256 = excluded.sha256, size = excluded.size, data = excluded.data",
+                    (
+                        scenario,
+                        source,
+                        hashlib.sha256(source_data).hexdigest(),
+                        len(source_data),
+                        time.time(),
+                        zlib.compress(source_data, 6),
+                    ),
+                )
+            if not rows:
+                return 0
             db.execute("CREATE TEMP TABLE IF NOT EXISTS batch (id TEXT PRIMARY KEY, text TEXT)")
             db.execute("DELETE FROM temp.batch")
             db.executemany(
@@ -233,10 +266,15 @@ class SqliteStore:
                 f"{new} AND o.sminx IS NOT NULL",
                 (scenario,),
             )
-            db.execute(
-                "INSERT INTO objects_fts (rowid, text) SELECT o.rid, b.text "
-                "FROM objects o JOIN temp.batch b ON b.id = o.id WHERE o.scenario = ?",
+            rids = db.execute(
+                "SELECT o.id, o.rid FROM objects o WHERE o.scenario = ? "
+                "AND o.id IN (SELECT id FROM temp.batch)",
                 (scenario,),
+            ).fetchall()
+            text = {r[1]: r[-1] for r in rows}
+            db.executemany(
+                "INSERT INTO objects_fts (rowid, text) VALUES (?, ?)",
+                [(rid, text[oid]) for oid, rid in rids],
             )
         return len(rows)
 
@@ -304,6 +342,19 @@ class SqliteStore:
         )
         params.append(q.limit + 1)
         return sql, params
+
+    def sources(self, scenario: str = "base") -> list[SourceInfo]:
+        rows = self._read(
+            "SELECT name, sha256, size, added FROM sources WHERE scenario = ? ORDER BY added, name",
+            (scenario,),
+        )
+        return [SourceInfo(n, h, int(z), float(a)) for n, h, z, a in rows]
+
+    def get_source(self, name: str, scenario: str = "base") -> bytes | None:
+        rows = self._read(
+            "SELECT data FROM sources WHERE scenario = ? AND name = ?", (scenario, name)
+        )
+        return zlib.decompress(rows[0][0]) if rows else None
 
     def count(self, scenario: str = "base") -> int:
         return int(self._read("SELECT count(*) FROM objects WHERE scenario = ?", (scenario,))[0][0])

@@ -1,0 +1,23 @@
+"""The one place that wires concrete parts (store, scene cache, tokens) from settings."""
+
+from __future__ import annotations
+
+from scene.service import SceneCache
+from twin.store import open_store
+from viewer.auth import parse_tokens
+from viewer.deps import Services
+from viewer.settings import Settings
+
+__all__ = ["bootstrap"]
+
+
+def bootstrap(settings: Settings | None = None) -> Services:
+    """Open the store named by ``settings.db`` and wire the services.
+
+    Raises:
+        twin.errors.TwinError: bad settings or an unreachable store.
+    """
+    settings = settings or Settings()
+    tokens = parse_tokens(settings.tokens)
+    store = open_store(settings.db)
+    return Services(settings=settings, store=store, scenes=SceneCache(store), tokens=tokens)

@@ -1,0 +1,57 @@
+"""Request dependencies: the wired services and the caller's role."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from scene.service import SceneCache
+from twin.state import AuditEntry
+from twin.store.base import StateStore
+from viewer.auth import Caller, authorize
+from viewer.settings import Settings
+
+__all__ = ["Services", "ServicesDep", "require"]
+
+
+@dataclass
+class Services:
+    """The concrete parts one app runs on (wired by :func:`viewer.bootstrap.bootstrap`)."""
+
+    settings: Settings
+    store: StateStore
+    scenes: SceneCache
+    tokens: dict[str, Caller]
+    started: float = field(default_factory=time.time)
+
+    def audit(self, caller: Caller, action: str, object_ids: list[str], detail: str = "") -> None:
+        """Append a write to the audit log."""
+        self.store.append_audit(
+            AuditEntry(time.time(), caller.name, caller.role, action, tuple(object_ids), detail)
+        )
+
+
+def get_services(request: Request) -> Services:
+    """The app's services."""
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def require(*roles: str) -> Callable[..., Caller]:
+    """A dependency that admits callers whose token has one of ``roles``."""
+    allowed = frozenset(roles)
+
+    def dependency(
+        services: ServicesDep,
+        authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    ) -> Caller:
+        return authorize(services.tokens, authorization, allowed)
+
+    return dependency

@@ -1,0 +1,24 @@
+"""Settings from ``TWIN_*`` environment variables (and CLI flags), in one class."""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Everything configurable; ``TWIN_DB=postgresql://...`` etc."""
+
+    model_config = SettingsConfigDict(env_prefix="TWIN_", extra="ignore")
+
+    db: str = "sqlite:///twin.db"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # "<token>:<role>,<token>:<role>"; roles: planner, moderator, engineer, feed.
+    tokens: str = ""
+    max_body_bytes: int = 1_048_576
+    max_query_bytes: int = 4096
+    max_batch: int = 10_000
+    history_retention_days: float | None = None
+    scenario: str = "base"
