@@ -88,6 +88,7 @@ _SEQ_SUFFIXES = (".jsonl", ".city.jsonl", ".cjseq")
 _INT64_LIMIT = float(2**62)
 
 ProgressFn = Callable[[int, int], None]
+_NO_ITEM = object()
 
 
 def load_cityjson(
@@ -524,6 +525,7 @@ class _Reader:
         self._warned_no_textures = False
         self._warned_materials = False
         self.empty_primitives = 0
+        self.current_object: str | None = None
 
     def fail(self, problem: str, where: str = "") -> IngestError:
         return IngestError(problem, source=self.source, where=where)
@@ -763,6 +765,8 @@ class _Reader:
         if not isinstance(attrs, dict):
             raise self.fail("'attributes' must be an object", where=f"object {oid!r}")
         parents = raw.get("parents") or []
+        if not parents and isinstance(raw.get("parent"), str):
+            parents = [raw["parent"]]  # CityJSON 0.x: a single "parent"
         children = raw.get("children") or []
         if not isinstance(parents, list) or not isinstance(children, list):
             raise self.fail("'parents'/'children' must be arrays of ids", where=f"object {oid!r}")
@@ -770,7 +774,7 @@ class _Reader:
         extra = {
             k: v
             for k, v in raw.items()
-            if k not in ("type", "attributes", "geometry", "parents", "children")
+            if k not in ("type", "attributes", "geometry", "parents", "children", "parent")
         }
         obj = TwinObject(
             id=oid,
@@ -802,6 +806,7 @@ class _Reader:
     # -- geometry --------------------------------------------------------------------
 
     def _geometries(self, oid: str, raw: dict[str, Any], fidx: int, obj: TwinObject) -> None:
+        self.current_object = oid
         geoms = raw.get("geometry")
         if geoms is None:
             return
@@ -814,7 +819,7 @@ class _Reader:
             if not isinstance(g, dict):
                 raise self.fail("geometry is not an object", where=f"object {oid!r} geometry {gi}")
             gtype = g.get("type")
-            if gtype not in _GEOMETRY_TYPES:
+            if not isinstance(gtype, str) or gtype not in _GEOMETRY_TYPES:
                 raise self.fail(
                     f"unknown geometry type {gtype!r}", where=f"object {oid!r} geometry {gi}"
                 )
@@ -981,7 +986,7 @@ class _Reader:
             self.warn(
                 "empty-primitive",
                 f"{where}: {empty_rings} empty surface/ring/shell dropped",
-                None,
+                self.current_object,
             )
         if n_new == 0 and empty_rings == 0:
             self.warn("empty-geometry", f"{where}: geometry has no surfaces")
@@ -1091,10 +1096,10 @@ class _Reader:
             ):
                 if not items:
                     continue
-                arr = np.asarray(items, dtype=object if None in items else None)
-                if arr.dtype.kind not in "iu":
-                    bad = next(x for x in items if type(x) is not int)
+                bad = next((x for x in items if type(x) is not int), _NO_ITEM)
+                if bad is not _NO_ITEM:
                     raise self.fail(f"{what} {bad!r} is not an integer", where=at)
+                arr = np.asarray(items, dtype=np.int64)
                 out = (arr < 0) | (arr >= n)
                 if out.any():
                     raise self.fail(
@@ -1122,6 +1127,8 @@ class _Reader:
         ):
             raise self.fail("transformationMatrix must be 16 numbers", where=where)
         matrix = np.asarray(m, dtype=np.float64).reshape(4, 4)
+        if not (np.isfinite(matrix).all() and np.abs(matrix).max() < 1e12):
+            raise self.fail("transformationMatrix has values out of range", where=where)
         tv = self.template_vertices
         # CityJSON 2.0 §3.4: template vertices are transformed by the row-major 4x4
         # matrix, then translated by the reference point (a transformed file vertex).
@@ -1314,9 +1321,9 @@ def _collect_texture_indices(values: Any, depth: int, tex: list[Any], uv: list[A
     level: list[Any] = values
     for _ in range(depth):
         # Flatten one nesting level (surfaces -> rings); non-lists are malformed input.
-        bad = next((v for v in level if not isinstance(v, list)), None)
-        if bad is not None:
-            tex.append(bad)
+        bad = next((v for v in level if not isinstance(v, list)), _NO_ITEM)
+        if bad is not _NO_ITEM:
+            tex.append(bad)  # reported as "not an integer" by the caller
             return
         level = [x for v in level for x in v]
     rings = [r for r in level if isinstance(r, list) and r and r[0] is not None]
