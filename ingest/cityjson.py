@@ -141,7 +141,8 @@ def parse_cityjson(
     except orjson.JSONDecodeError as exc:
         # A CityJSONSeq is one JSON value per line; a single-document parse then stops
         # at the start of line 2. Anything else is a genuine syntax error.
-        if _looks_like_seq(data):
+        # A file named .jsonl is read line by line, so errors point at the right line.
+        if named_seq or _looks_like_seq(data):
             doc = _merge_sequence(data, source, warnings)
             if not named_seq:
                 warnings.append(
@@ -230,6 +231,7 @@ def _iter_sequence(
         return d, []
 
     for lineno, raw in enumerate(lines, start=1):
+        raw = raw.rstrip(b"\r\n")
         if not raw.strip():
             continue
         try:
@@ -277,14 +279,16 @@ def _iter_sequence(
         shifts = _merge_appearance(doc, feat.get("appearance"))
         for oid, obj in feat["CityObjects"].items():
             if oid in seen_ids:
-                # In a stream a later feature with the same id supersedes the earlier one.
+                # A stream cannot take back what it already passed on, so the first
+                # object with an id is kept, whole-file or chunked alike.
                 warnings.append(
                     ModelWarning(
                         "seq-duplicate-id",
-                        f"line {lineno}: object {oid!r} appears again; the later one is kept",
+                        f"line {lineno}: object {oid!r} appears again; the first one is kept",
                         oid,
                     )
                 )
+                continue
             seen_ids.add(oid)
             if isinstance(obj, dict):
                 obj = _shift_object(obj, offset, shifts)
@@ -340,6 +344,18 @@ def iter_cityjson(
         fh.close()
         raise IngestError("empty file: no CityJSON content", source=str(p))
     with fh:
+        first = next((ln for ln in fh if ln.strip()), b"")
+        try:
+            head = orjson.loads(first)
+        except orjson.JSONDecodeError:
+            head = None
+        if not isinstance(head, dict) or head.get("type") != "CityJSON":
+            # A pretty-printed or lone feature, or a broken header: the whole-file reader
+            # handles (and reports) those.
+            fh.close()
+            yield load_cityjson(p, lod=lod)
+            return
+        fh.seek(0)
         done = 0
 
         def lines() -> Iterator[bytes]:
@@ -688,7 +704,14 @@ class _Reader:
                 )
         v = arr.astype(np.float64)
         if transform is not None:
-            v = v * np.asarray(transform["scale"]) + np.asarray(transform["translate"])
+            with np.errstate(over="ignore", invalid="ignore"):
+                v = v * np.asarray(transform["scale"]) + np.asarray(transform["translate"])
+            if not np.isfinite(v).all():
+                bad = int(np.argmin(np.isfinite(v).all(axis=1)))
+                raise self.fail(
+                    "vertex outside the float64 range after applying 'transform'",
+                    where=f"vertex index {bad}",
+                )
         return v
 
     def _crs(self, metadata: dict[str, Any]) -> str | None:
@@ -737,12 +760,18 @@ class _Reader:
             return [], np.zeros((0, 3))
         templates = gt.get("templates") or []
         tv = gt.get("vertices-templates") or []
-        try:
-            tva = np.asarray(tv, dtype=np.float64).reshape(-1, 3)
-        except (ValueError, TypeError):
+        ok = isinstance(tv, list) and all(
+            isinstance(v, list)
+            and len(v) == 3
+            and all(isinstance(c, int | float) and not isinstance(c, bool) for c in v)
+            for v in tv
+        )
+        tva = np.asarray(tv, dtype=np.float64).reshape(-1, 3) if ok else None
+        if tva is None or not np.isfinite(tva).all():
             raise self.fail(
-                "'vertices-templates' must be an array of [x, y, z]", where="geometry-templates"
-            ) from None
+                "'vertices-templates' must be an array of [x, y, z] numbers",
+                where="geometry-templates",
+            )
         if not isinstance(templates, list):
             raise self.fail("'geometry-templates.templates' must be an array")
         return templates, tva
@@ -924,7 +953,13 @@ class _Reader:
         last_path: tuple[int, ...] | None = None
         last_solid: tuple[int, ...] | None = None
         for surface, sem, mat, path in _walk(b, sem_values, mat_values, depth, self, where):
-            if not isinstance(surface, list) or not surface:
+            if not isinstance(surface, list):
+                raise self.fail(
+                    f"boundaries must be nested arrays ({gtype}: a surface is a list of "
+                    f"rings, found {type(surface).__name__})",
+                    where=where,
+                )
+            if not surface:
                 empty_rings += 1
                 continue
             nr = 0
@@ -1109,10 +1144,11 @@ class _Reader:
     def _instance(self, oid: str, gi: int, g: dict[str, Any], fidx: int) -> None:
         where = f"object {oid!r} geometry {gi}"
         tmpl = self.templates[g["template"]]
-        if not isinstance(tmpl, dict) or tmpl.get("type") not in _GEOMETRY_TYPES - {
-            "GeometryInstance"
-        }:
+        ttype = tmpl.get("type") if isinstance(tmpl, dict) else None
+        if not isinstance(ttype, str) or ttype not in _GEOMETRY_TYPES - {"GeometryInstance"}:
             raise self.fail("geometry template has an invalid type", where=where)
+        if "boundaries" not in tmpl:
+            raise self.fail("geometry template has no 'boundaries'", where=where)
         ref = g.get("boundaries")
         if not (isinstance(ref, list) and len(ref) == 1 and type(ref[0]) is int):
             raise self.fail("GeometryInstance boundaries must be [vertex index]", where=where)
@@ -1175,18 +1211,15 @@ class _Reader:
         metadata: dict[str, Any],
     ) -> CityModel:
         flat = self.flat
-        try:
-            rv = np.asarray(flat.ring_vertices)
-        except ValueError:
-            rv = np.asarray(flat.ring_vertices, dtype=object)
-        if rv.size and rv.dtype.kind not in "iu":
+        # Exact type check (a JSON true would otherwise pass as index 1).
+        if set(map(type, flat.ring_vertices)) - {int}:
             bad = next(i for i, v in enumerate(flat.ring_vertices) if type(v) is not int)
             f = self._feature_of_ring_vertex(bad)
             raise self.fail(
                 f"vertex index {flat.ring_vertices[bad]!r} is not an integer",
                 where=f"object {feature_ids[f]!r}" if f is not None else "",
             )
-        rv = rv.astype(np.int64)
+        rv = np.asarray(flat.ring_vertices, dtype=np.int64)
         ring_offsets = np.zeros(len(flat.ring_lengths) + 1, dtype=np.int64)
         np.cumsum(flat.ring_lengths, out=ring_offsets[1:])
         surface_rings = np.zeros(len(flat.surface_nrings) + 1, dtype=np.int64)

@@ -139,7 +139,6 @@ class _Group:
     idx: list[npt.NDArray[np.int64]] = field(default_factory=list)
     nverts: int = 0
     nidx: int = 0
-    features: int = 0
     lo: npt.NDArray[np.float32] | None = None
     hi: npt.NDArray[np.float32] | None = None
 
@@ -160,7 +159,6 @@ class _Group:
             self.nrm.append(nrm)
         self.fid.append(fid.astype(np.float32))
         self.nverts += int(pos.shape[0])
-        self.features += int(np.unique(fid).size)
         lo, hi = pos.min(axis=0), pos.max(axis=0)
         self.lo = lo if self.lo is None else np.minimum(self.lo, lo)
         self.hi = hi if self.hi is None else np.maximum(self.hi, hi)
@@ -222,6 +220,14 @@ class GlbBuilder:
         self.stats.dropped_surfaces += tri.dropped
         self.stats.flipped_shells += tri.flipped_shells
         local = _to_gltf_axes(model.vertices - self.origin)
+        used = np.concatenate(
+            [model.ring_vertices, model.point_vertices, model.line_segments.reshape(-1)]
+        )
+        if used.size and not np.isfinite(local[used].astype(np.float32)).all():
+            raise SceneError(
+                f"{model.source}: coordinates too far from the scene origin for float32 "
+                f"(origin {self.stats.origin}); check the file's transform"
+            )
         normals = _to_gltf_axes(tri.surface_normals)
         nv = np.int64(model.vertices.shape[0])
 
@@ -281,7 +287,9 @@ class GlbBuilder:
             )
 
     def _group(self, spec: _Spec, mode: int) -> _Group:
-        key = f"{mode}:{spec.name}"
+        # Grouped by look, not name: materials that render alike share a draw call and
+        # same-named materials that differ stay apart.
+        key = repr((mode, spec.color, spec.alpha, spec.roughness, spec.emissive))
         group = self.groups.get(key)
         if group is None:
             group = _Group(
@@ -364,7 +372,12 @@ class GlbBuilder:
                 extensions={
                     "EXT_mesh_features": {
                         "featureIds": [
-                            {"featureCount": group.features, "attribute": 0, "propertyTable": 0}
+                            {
+                                # Distinct features in this primitive (EXT_mesh_features).
+                                "featureCount": int(np.unique(np.concatenate(group.fid)).size),
+                                "attribute": 0,
+                                "propertyTable": 0,
+                            }
                         ]
                     }
                 },
@@ -545,6 +558,10 @@ def write_glb_stream(
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
         with os.fdopen(fd, "wb") as fh:
             stats = builder.write(fh)
+        # mkstemp makes the file private (0600); give it the usual umask-based mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, out)
         tmp = None
     except OSError as exc:

@@ -75,7 +75,9 @@ class MemoryStore:
         source: str = "",
         source_data: bytes | None = None,
     ) -> int:
-        batch = {o.id: o for o in objects}  # built first: all-or-nothing
+        # Copies, built first: all-or-nothing, and later edits by the caller do not
+        # reach into the store (as with the SQL stores, which serialize).
+        batch = {o.id: TwinObject.from_dict(o.as_dict()) for o in objects}
         for oid, o in batch.items():
             o.scenario = scenario
             self._objects[(scenario, oid)] = o
@@ -99,7 +101,8 @@ class MemoryStore:
         return entry[1] if entry else None
 
     def get_object(self, object_id: str, scenario: str = "base") -> TwinObject | None:
-        return self._objects.get((scenario, object_id))
+        obj = self._objects.get((scenario, object_id))
+        return TwinObject.from_dict(obj.as_dict()) if obj is not None else None
 
     def query_objects(self, query: ObjectQuery) -> Page:
         items = [o for (sc, _), o in self._objects.items() if sc == query.scenario]

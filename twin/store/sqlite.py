@@ -191,7 +191,8 @@ class SqliteStore:
         source_data: bytes | None = None,
     ) -> int:
         rows = []
-        ids = []
+        # A repeated id in one batch: the later object wins (as in MemoryStore).
+        objects = list({o.id: o for o in objects}.values())
         for o in objects:
             o.scenario = scenario
             g = o.geometry
@@ -214,7 +215,6 @@ class SqliteStore:
                     searchable_text(o),
                 )
             )
-            ids.append((o.id,))
         if not rows and source_data is None:
             return 0
         with self._tx() as db:
