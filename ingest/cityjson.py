@@ -22,6 +22,7 @@ import orjson
 from twin.errors import IngestError
 from twin.geometry import SEMANTIC_TYPES, CityModel, Material, ModelWarning
 from twin.objects import GeometrySummary, Twin, TwinObject
+from twin.perf import gc_paused
 
 __all__ = [
     "CITYOBJECT_TYPES",
@@ -96,6 +97,7 @@ def load_cityjson(
     *,
     lod: str | None = None,
     progress: ProgressFn | None = None,
+    wgs84: bool = True,
 ) -> CityModel:
     """Read a CityJSON file, a CityJSONSeq file or a lone CityJSONFeature.
 
@@ -104,6 +106,7 @@ def load_cityjson(
         lod: the LoD to draw per object (falls back to the nearest lower one); by
             default the highest LoD of each object.
         progress: called as ``progress(done, total)`` while objects are read.
+        wgs84: also compute WGS84 bboxes/centroids (pyproj); the GLB does not need them.
 
     Returns:
         The model with its objects and flattened geometry.
@@ -121,7 +124,8 @@ def load_cityjson(
         raise IngestError("is a directory, not a CityJSON file", source=str(p)) from None
     except OSError as exc:
         raise IngestError(f"cannot read file ({exc.strerror})", source=str(p)) from None
-    return parse_cityjson(data, source=str(p), lod=lod, progress=progress)
+    with gc_paused():
+        return parse_cityjson(data, source=str(p), lod=lod, progress=progress, wgs84=wgs84)
 
 
 def parse_cityjson(
@@ -130,6 +134,7 @@ def parse_cityjson(
     source: str = "<bytes>",
     lod: str | None = None,
     progress: ProgressFn | None = None,
+    wgs84: bool = True,
 ) -> CityModel:
     """Parse CityJSON bytes (document, sequence or lone feature); see :func:`load_cityjson`."""
     if not data.strip():
@@ -173,7 +178,7 @@ def parse_cityjson(
             f"top-level JSON value is {type(doc).__name__}, expected an object",
             source=source,
         )
-    return _Reader(doc, source, lod, progress, warnings).read()
+    return _Reader(doc, source, lod, progress, warnings, wgs84=wgs84).read()
 
 
 def _json_reason(exc: orjson.JSONDecodeError) -> str:
@@ -291,7 +296,7 @@ def _iter_sequence(
                 continue
             seen_ids.add(oid)
             if isinstance(obj, dict):
-                obj = _shift_object(obj, offset, shifts)
+                obj = _shift_object(obj, offset, len(feat_vertices), shifts)
             doc["CityObjects"][oid] = obj
         n_in_doc += 1
         if chunk is not None and n_in_doc >= chunk:
@@ -316,6 +321,7 @@ def iter_cityjson(
     lod: str | None = None,
     chunk: int = 2000,
     progress: ProgressFn | None = None,
+    wgs84: bool = True,
 ) -> Iterator[CityModel]:
     """Read a city file as a stream of models of up to ``chunk`` features each.
 
@@ -333,7 +339,7 @@ def iter_cityjson(
     """
     p = Path(path)
     if not str(p).endswith(_SEQ_SUFFIXES):
-        yield load_cityjson(p, lod=lod)
+        yield load_cityjson(p, lod=lod, wgs84=wgs84)
         return
     try:
         fh = p.open("rb")
@@ -353,7 +359,7 @@ def iter_cityjson(
             # A pretty-printed or lone feature, or a broken header: the whole-file reader
             # handles (and reports) those.
             fh.close()
-            yield load_cityjson(p, lod=lod)
+            yield load_cityjson(p, lod=lod, wgs84=wgs84)
             return
         fh.seek(0)
         done = 0
@@ -366,10 +372,15 @@ def iter_cityjson(
 
         seen: set[str] = set()
         warnings: list[ModelWarning] = []
-        for doc in _iter_sequence(lines(), str(p), warnings, chunk, seen):
-            chunk_warnings = list(warnings)
-            warnings.clear()
-            model = _Reader(doc, str(p), lod, None, chunk_warnings).read()
+        docs = _iter_sequence(lines(), str(p), warnings, chunk, seen)
+        while True:
+            with gc_paused():  # not across the yield: the consumer runs with GC as it was
+                doc = next(docs, None)
+                if doc is None:
+                    break
+                chunk_warnings = list(warnings)
+                warnings.clear()
+                model = _Reader(doc, str(p), lod, None, chunk_warnings, wgs84=wgs84).read()
             if progress:
                 progress(done, total)
             yield model
@@ -420,18 +431,29 @@ def _merge_appearance(merged: dict[str, Any], app: Any) -> tuple[int, int, int]:
     return offsets[0], offsets[1], offsets[2]
 
 
-def _shift_object(obj: dict[str, Any], offset: int, shifts: tuple[int, int, int]) -> dict[str, Any]:
+# Internal members a sequence feature's objects carry into the reader: the offset of the
+# feature's vertices in the chunk and how many it has. Boundaries keep their local
+# indices; the reader adds the offset to whole spans at once (no per-index Python).
+_VOFF = "\x00voff"
+_VCOUNT = "\x00vcount"
+
+
+def _shift_object(
+    obj: dict[str, Any], offset: int, count: int, shifts: tuple[int, int, int]
+) -> dict[str, Any]:
     geoms = obj.get("geometry")
-    if not isinstance(geoms, list) or (offset == 0 and shifts == (0, 0, 0)):
+    if not isinstance(geoms, list):
         return obj
     out = dict(obj)
+    out[_VOFF] = offset
+    out[_VCOUNT] = count
+    if shifts == (0, 0, 0):
+        return out
     shifted = []
     mat_off, tex_off, uv_off = shifts
     for g in geoms:
         if isinstance(g, dict):
             g = dict(g)
-            if "boundaries" in g and offset:
-                g["boundaries"] = _shift(g["boundaries"], offset)
             if mat_off and isinstance(g.get("material"), dict):
                 g["material"] = {
                     k: {kk: _shift(vv, mat_off) for kk, vv in v.items()}
@@ -521,7 +543,10 @@ class _Reader:
         lod: str | None,
         progress: ProgressFn | None,
         warnings: list[ModelWarning],
+        *,
+        wgs84: bool = True,
     ) -> None:
+        self.wgs84 = wgs84
         self.doc = doc
         self.source = source
         self.want_lod = _lod_value(lod) if lod is not None else None
@@ -538,6 +563,8 @@ class _Reader:
         # Positions in flat.ring_vertices that belong to geometry instances (their
         # indices address appended, placed template vertices and were checked already).
         self.instance_spans: list[tuple[int, int]] = []
+        # (start, end, vertex offset, vertex count, object id) of sequence features' rings.
+        self.ring_spans: list[tuple[int, int, int, int, str]] = []
         self._warned_no_textures = False
         self._warned_materials = False
         self.empty_primitives = 0
@@ -596,7 +623,7 @@ class _Reader:
             extra = np.asarray(self.extra_vertices, dtype=np.float64).reshape(-1, 3)
             all_vertices = np.vstack([vertices, extra])
         model = self._assemble(version, twin, all_vertices, feature_ids, crs, transform, metadata)
-        _summarize(model)
+        _summarize(model, wgs84=self.wgs84)
         return model
 
     def _version(self) -> str:
@@ -804,6 +831,7 @@ class _Reader:
             k: v
             for k, v in raw.items()
             if k not in ("type", "attributes", "geometry", "parents", "children", "parent")
+            and not k.startswith("\x00")
         }
         obj = TwinObject(
             id=oid,
@@ -865,7 +893,7 @@ class _Reader:
             if lods[gi] != chosen:
                 continue
             gtypes.append(str(g["type"]))
-            self._geometry(oid, gi, g, fidx)
+            self._geometry(oid, gi, g, fidx, raw.get(_VOFF), raw.get(_VCOUNT))
         obj.extra["_lod"] = _lod_str(chosen if not float(chosen).is_integer() else int(chosen))
         obj.extra["_gtypes"] = tuple(gtypes)
 
@@ -902,13 +930,31 @@ class _Reader:
             return max(at_or_below)
         return min(lods)
 
-    def _geometry(self, oid: str, gi: int, g: dict[str, Any], fidx: int) -> None:
+    def _geometry(
+        self,
+        oid: str,
+        gi: int,
+        g: dict[str, Any],
+        fidx: int,
+        voff: int | None = None,
+        vcount: int | None = None,
+    ) -> None:
+        """Flatten one geometry; ``voff``/``vcount`` locate a sequence feature's vertices."""
         gtype = g["type"]
         where = f"object {oid!r} geometry {gi}"
         if gtype == "GeometryInstance":
-            self._instance(oid, gi, g, fidx)
+            self._instance(oid, gi, g, fidx, voff or 0, vcount)
             return
-        self._flatten(g, fidx, where, offset=0, limit=self.n_file_vertices)
+        if voff is None or vcount is None:
+            self._flatten(g, fidx, where, offset=0, limit=self.n_file_vertices)
+        elif gtype in ("MultiPoint", "MultiLineString"):
+            self._flatten(g, fidx, where, offset=voff, limit=vcount)
+        else:
+            # Rings keep their local indices here; _assemble checks them against the
+            # feature's own vertex count and adds the offset to the whole span at once.
+            start = len(self.flat.ring_vertices)
+            self._flatten(g, fidx, where, offset=0, limit=vcount)
+            self.ring_spans.append((start, len(self.flat.ring_vertices), voff, vcount, oid))
 
     def _flatten(self, g: dict[str, Any], fidx: int, where: str, offset: int, limit: int) -> None:
         """Append one geometry's boundaries to the flat arrays.
@@ -1141,7 +1187,15 @@ class _Reader:
                         f"{what} {int(arr[int(np.argmax(out))])} out of range ({n})", where=at
                     )
 
-    def _instance(self, oid: str, gi: int, g: dict[str, Any], fidx: int) -> None:
+    def _instance(
+        self,
+        oid: str,
+        gi: int,
+        g: dict[str, Any],
+        fidx: int,
+        voff: int = 0,
+        vcount: int | None = None,
+    ) -> None:
         where = f"object {oid!r} geometry {gi}"
         tmpl = self.templates[g["template"]]
         ttype = tmpl.get("type") if isinstance(tmpl, dict) else None
@@ -1152,9 +1206,10 @@ class _Reader:
         ref = g.get("boundaries")
         if not (isinstance(ref, list) and len(ref) == 1 and type(ref[0]) is int):
             raise self.fail("GeometryInstance boundaries must be [vertex index]", where=where)
-        if not 0 <= ref[0] < self.n_file_vertices:
+        limit = self.n_file_vertices if vcount is None else vcount
+        if not 0 <= ref[0] < limit:
             raise self.fail(
-                f"vertex index {ref[0]} out of range ({self.n_file_vertices} vertices)",
+                f"vertex index {ref[0]} out of range ({limit} vertices)",
                 where=where,
             )
         m = g.get("transformationMatrix")
@@ -1168,7 +1223,7 @@ class _Reader:
         tv = self.template_vertices
         # CityJSON 2.0 §3.4: template vertices are transformed by the row-major 4x4
         # matrix, then translated by the reference point (a transformed file vertex).
-        refpt = self._file_vertex(ref[0])
+        refpt = self._file_vertex(ref[0] + voff)
         homo = np.hstack([tv, np.ones((tv.shape[0], 1))])
         placed = (homo @ matrix.T)[:, :3] + refpt
         offset = self.n_file_vertices + len(self.extra_vertices) // 3
@@ -1220,6 +1275,15 @@ class _Reader:
                 where=f"object {feature_ids[f]!r}" if f is not None else "",
             )
         rv = np.asarray(flat.ring_vertices, dtype=np.int64)
+        for a, b, voff, vcount, span_oid in self.ring_spans:
+            seg = rv[a:b]
+            if seg.size and (int(seg.min()) < 0 or int(seg.max()) >= vcount):
+                bad = int(seg[(seg < 0) | (seg >= vcount)][0])
+                raise self.fail(
+                    f"vertex index {bad} out of range ({vcount} vertices in its feature)",
+                    where=f"object {span_oid!r}",
+                )
+            seg += voff
         ring_offsets = np.zeros(len(flat.ring_lengths) + 1, dtype=np.int64)
         np.cumsum(flat.ring_lengths, out=ring_offsets[1:])
         surface_rings = np.zeros(len(flat.surface_nrings) + 1, dtype=np.int64)
@@ -1385,7 +1449,7 @@ def _unit(value: Any, default: float) -> float:
     return default
 
 
-def _summarize(model: CityModel) -> None:
+def _summarize(model: CityModel, *, wgs84: bool = True) -> None:
     """Attach a GeometrySummary to every drawn object (vectorized per object range)."""
     n_feat = len(model.feature_ids)
     if n_feat == 0:
@@ -1412,7 +1476,9 @@ def _summarize(model: CityModel) -> None:
 
     wgs_bbox: np.ndarray | None = None
     wgs_centroid: np.ndarray | None = None
-    if model.epsg is not None and model.epsg != 4326:
+    if not wgs84:
+        pass
+    elif model.epsg is not None and model.epsg != 4326:
         from ingest.crs import to_wgs84
 
         corners = np.vstack([lo, hi, centroid])

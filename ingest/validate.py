@@ -488,7 +488,11 @@ def _unfit_reason(model: CityModel) -> str | None:
         return "non-finite coordinates"
     if used.size and float(np.abs(used).max()) > MAX_COORDINATE:
         return f"coordinates beyond {MAX_COORDINATE:g} (wrong transform?)"
-    if model.epsg is not None and _is_geographic(model.epsg):
+    # Coordinates beyond +-180/+-90 cannot be degrees: no need to ask pyproj (slow import).
+    maybe_degrees = bool(used.size) and bool(
+        (np.abs(used[:, 0]) <= 180).all() and (np.abs(used[:, 1]) <= 90).all()
+    )
+    if model.epsg is not None and maybe_degrees and _is_geographic(model.epsg):
         return f"EPSG:{model.epsg} is geographic (degrees); the tolerances are in metres"
     return None
 

@@ -28,6 +28,7 @@ import numpy.typing as npt
 from scene.triangulate import triangulate
 from twin.errors import SceneError
 from twin.geometry import CityModel
+from twin.perf import gc_paused
 
 __all__ = [
     "GLB_AXES",
@@ -551,7 +552,8 @@ def write_glb_stream(
     out = Path(path)
     builder = GlbBuilder(name or out.stem)
     for model in models:
-        builder.add(model)
+        with gc_paused():
+            builder.add(model)
     tmp: str | None = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,13 @@
-"""CityTwin domain core: objects, geometry container, errors (no I/O, no web, no drivers)."""
+"""CityTwin domain core: objects, geometry container, errors (no I/O, no web, no drivers).
 
-from twin.errors import IngestError, NotFound, SceneError, TwinError
-from twin.geometry import CityModel, Material, ModelWarning
-from twin.objects import GeometrySummary, Twin, TwinObject
+Names are imported lazily so that ``import twin.errors`` (the CLI's first import) does
+not pull in numpy.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
 
 __all__ = [
     "CityModel",
@@ -16,3 +21,23 @@ __all__ = [
     "TwinError",
     "TwinObject",
 ]
+
+_WHERE = {
+    "CityModel": "twin.geometry",
+    "Material": "twin.geometry",
+    "ModelWarning": "twin.geometry",
+    "GeometrySummary": "twin.objects",
+    "Twin": "twin.objects",
+    "TwinObject": "twin.objects",
+    "IngestError": "twin.errors",
+    "NotFound": "twin.errors",
+    "SceneError": "twin.errors",
+    "TwinError": "twin.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'twin' has no attribute {name!r}")
+    return getattr(import_module(module), name)

@@ -71,7 +71,9 @@ def _progress(
         transient=True,
         console=None,
     ) as bar:
-        task = bar.add_task(label, total=None)
+        # A known total from the start: rich renders before the first update, and the
+        # count column cannot format an unknown (None) total.
+        task = bar.add_task(label, total=size if unit == "bytes" else 1)
 
         def update(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
@@ -112,7 +114,7 @@ def export(
 
     def models() -> Iterator[CityModel]:
         with _progress(city, "exporting", unit="bytes") as progress:
-            for model in iter_cityjson(city, lod=lod, progress=progress):
+            for model in iter_cityjson(city, lod=lod, progress=progress, wgs84=False):
                 warnings.extend(_model_warnings(model))
                 if check:
                     warnings.extend(_geometry_warnings(model))
