@@ -202,3 +202,23 @@ def test_validate_smoke(cityjson_dir: Path, tmp_path: Path) -> None:
     _no_crash(r)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "valid" in r.stdout
+
+
+def test_export_big_sequence_streams_with_progress(cityjson_dir: Path, tmp_path: Path) -> None:
+    """A CityJSONSeq over the progress threshold (4 MB) exports (regression: exit 70)."""
+    big = tmp_path / "delfshaven_x4.city.jsonl"
+    tiler = Path(__file__).resolve().parents[2] / "bench" / "tile_city.py"
+    src = cityjson_dir / "real" / "delfshaven_3-20.city.json"
+    subprocess.run(
+        [sys.executable, str(tiler), str(src), "--copies", "4", "-o", str(big)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    assert big.stat().st_size > 4 * 1024 * 1024
+    out = tmp_path / "big.glb"
+    r = twin("export", big, "-o", out, "--no-check", cwd=tmp_path)
+    _no_crash(r)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes()[:4] == b"glTF"
+    assert "3,412 objects" in r.stdout  # 4 copies x 853 buildings
