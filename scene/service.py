@@ -23,6 +23,7 @@ class SceneGlb:
     gzipped: bytes
     etag: str
     features: int
+    origin: tuple[float, float, float]
 
 
 class SceneCache:
@@ -66,6 +67,6 @@ class SceneCache:
             buf = io.BytesIO()
             stats = builder.write(buf)
             glb = buf.getvalue()
-            built = SceneGlb(glb, gzip.compress(glb, 6), etag, stats.features)
+            built = SceneGlb(glb, gzip.compress(glb, 6), etag, stats.features, stats.origin)
             self._cache[scenario] = built
             return built

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
+from starlette.concurrency import run_in_threadpool
 
 from viewer.deps import Services
 from viewer.errors import LimitMiddleware, install_error_handlers
 from viewer.routes import objects, scene, state, system
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "prune_history"]
+
+PRUNE_EVERY_S = 3600.0
+
+
+def prune_history(services: Services, now: float | None = None) -> int:
+    """Apply the history retention setting once; return how many points were deleted."""
+    days = services.settings.history_retention_days
+    if not days or days <= 0:
+        return 0
+    cutoff = (now if now is not None else time.time()) - days * 86400.0
+    return services.store.prune_history(cutoff)
 
 
 def create_app(services: Services) -> FastAPI:
@@ -21,7 +38,25 @@ def create_app(services: Services) -> FastAPI:
     Returns:
         The application.
     """
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async def retention() -> None:
+            while True:
+                await run_in_threadpool(prune_history, services)
+                await asyncio.sleep(PRUNE_EVERY_S)
+
+        task = (
+            asyncio.create_task(retention()) if services.settings.history_retention_days else None
+        )
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="CityTwin API",
         version="0.1.0",
         summary="3D city digital twin: objects, live state, history and the scene",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -35,8 +35,8 @@ class Services:
         )
 
 
-def get_services(request: Request) -> Services:
-    """The app's services."""
+async def get_services(request: Request) -> Services:
+    """The app's services (async: a sync dependency would cost a thread hop per request)."""
     services: Services = request.app.state.services
     return services
 
@@ -44,11 +44,11 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def require(*roles: str) -> Callable[..., Caller]:
+def require(*roles: str) -> Callable[..., Awaitable[Caller]]:
     """A dependency that admits callers whose token has one of ``roles``."""
     allowed = frozenset(roles)
 
-    def dependency(
+    async def dependency(
         services: ServicesDep,
         authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
     ) -> Caller:

@@ -254,7 +254,7 @@ def test_unknown_ids_reject_the_whole_batch(client: tuple[TestClient, CityModel]
 
 
 def test_size_limits(client: tuple[TestClient, CityModel]) -> None:
-    c, model = client
+    c, _model = client
     assert c.get("/api/objects?where=" + "a" * 5000).status_code == 414
     big = {"updates": [{"id": "x" * 500, "property": "p", "value": "v" * 500}] * 400}
     r = c.post("/api/state", json=big, headers=FEED)
@@ -271,7 +271,7 @@ def test_size_limits(client: tuple[TestClient, CityModel]) -> None:
 
 
 def test_scene_glb_etag_gzip_and_range(client: tuple[TestClient, CityModel]) -> None:
-    c, model = client
+    c, _model = client
     r = c.get("/api/scene.glb", headers={"Accept-Encoding": "identity"})
     assert r.status_code == 200 and r.content[:4] == b"glTF"
     assert r.headers["content-type"] == "model/gltf-binary"
@@ -328,3 +328,37 @@ def test_openapi_documents_every_route(client: tuple[TestClient, CityModel]) -> 
     assert c.get("/docs").status_code == 200
     health = c.get("/api/healthz").json()
     assert health["status"] == "ok" and health["store"].startswith("sqlite://")
+
+
+def test_bbox_in_scene_coordinates(client: tuple[TestClient, CityModel]) -> None:
+    c, model = client
+    scene = c.app.state.services.scenes.get()  # type: ignore[attr-defined]
+    ox, oy, _ = scene.origin
+    target = model.twin[_building(model)].geometry
+    assert target is not None
+    x0, y0, _, x1, y1, _ = target.bbox
+    # The object's footprint box in the glTF frame: x = east - ox, z = -(north - oy).
+    box = f"{x0 - ox},{-(y1 - oy)},{x1 - ox},{-(y0 - oy)}"
+    items = c.get("/api/objects", params={"bbox": box, "bbox_crs": "scene", "limit": 1000})
+    assert _building(model) in [i["id"] for i in items.json()["items"]]
+    far = c.get("/api/objects", params={"bbox": "1e6,1e6,1e6,1e6", "bbox_crs": "scene"})
+    assert far.json()["items"] == []
+
+
+def test_history_retention_prunes_old_points(client: tuple[TestClient, CityModel]) -> None:
+    from viewer.app import prune_history
+
+    c, model = client
+    services = c.app.state.services  # type: ignore[attr-defined]
+    oid = _building(model)
+    now = time.time()
+    ups = [
+        {"id": oid, "property": "r", "value": 1.0, "time": now - 10 * 86400},
+        {"id": oid, "property": "r", "value": 2.0, "time": now - 3600},
+    ]
+    assert _post_state(c, ups, FEED).status_code == 200
+    services.settings.history_retention_days = 7
+    assert prune_history(services, now) == 1
+    points = c.get(f"/api/objects/{oid}/history", params={"property": "r"}).json()["points"]
+    assert [p["value"] for p in points] == [2.0]
+    assert c.get(f"/api/objects/{oid}").json()["state"]["r"]["value"] == 2.0

@@ -160,6 +160,11 @@ class SqliteStore:
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
+            has_stats = self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'"
+            ).fetchone()
+            if not has_stats and self._db.execute("SELECT count(*) FROM objects").fetchone()[0]:
+                self._db.execute("ANALYZE")  # a store filled before statistics existed
         except sqlite3.DatabaseError as exc:
             raise TwinError(f"cannot open store {url!r}: {exc}") from None
         self._lock = threading.RLock()
@@ -276,6 +281,11 @@ class SqliteStore:
                 "INSERT INTO objects_fts (rowid, text) VALUES (?, ?)",
                 [(rid, text[oid]) for oid, rid in rids],
             )
+        if len(rows) >= 1000:
+            # Fresh statistics after bulk loads, so the planner picks the ordered index.
+            with self._lock:
+                self._db.execute("PRAGMA optimize")
+                self._db.execute("ANALYZE")
         return len(rows)
 
     def get_object(self, object_id: str, scenario: str = "base") -> TwinObject | None:
@@ -328,12 +338,25 @@ class SqliteStore:
             where.append(clause)
             params += cparams
         sort = _SORT_SQL.get(q.sort, "o.id")
-        key = [f"({sort} IS NULL)", f"COALESCE({sort}, 0)", "o.id"]
-        if q.cursor is not None:
-            cv, cid = q.cursor
-            op = "<" if q.descending else ">"
-            where.append(f"(({sort} IS NULL), COALESCE({sort}, 0), o.id) {op} (?, ?, ?)")
-            params += [cv is None, cv if cv is not None else 0, cid]
+        op = "<" if q.descending else ">"
+        if q.sort in ("id", "type"):
+            # Never NULL: a plain key the (scenario, id) / (scenario, type, id) indexes
+            # serve in order, so a page stops after `limit` rows instead of sorting all.
+            key = [sort] if q.sort == "id" else [sort, "o.id"]
+            if q.cursor is not None:
+                cv, cid = q.cursor
+                if q.sort == "id":
+                    where.append(f"o.id {op} ?")
+                    params.append(cid)
+                else:
+                    where.append(f"({sort}, o.id) {op} (?, ?)")
+                    params += [cv, cid]
+        else:
+            key = [f"({sort} IS NULL)", f"COALESCE({sort}, 0)", "o.id"]
+            if q.cursor is not None:
+                cv, cid = q.cursor
+                where.append(f"(({sort} IS NULL), COALESCE({sort}, 0), o.id) {op} (?, ?, ?)")
+                params += [cv is None, cv if cv is not None else 0, cid]
         direction = "DESC" if q.descending else "ASC"
         order = ", ".join(f"{part} {direction}" for part in key)
         sql = (

@@ -167,7 +167,7 @@ async def read_object(
     responses=ERRORS,
     summary="List objects: filter by type, attributes, state, bbox, text; sort; paginate",
 )
-async def list_objects(
+def list_objects(
     services: ServicesDep,
     type: Annotated[
         list[str] | None, Query(max_length=100, description="object type(s), e.g. Building")
@@ -182,7 +182,11 @@ async def list_objects(
     ] = None,
     bbox: Annotated[str | None, Query(max_length=200, description="minx,miny,maxx,maxy")] = None,
     bbox_crs: Annotated[
-        Literal["wgs84", "source"], Query(description="bbox in WGS84 lon/lat or source CRS")
+        Literal["wgs84", "source", "scene"],
+        Query(
+            description="bbox in WGS84 lon/lat, the source CRS, or scene coordinates "
+            "(glTF x, z of the served scene: minx,minz,maxx,maxz)"
+        ),
     ] = "wgs84",
     q: Annotated[str | None, Query(max_length=200, description="text in id/name/address")] = None,
     sort: Annotated[str, Query(max_length=20, description="id, type, height or footprint")] = "id",
@@ -193,12 +197,18 @@ async def list_objects(
 ) -> JSONBody:
     if sort not in SORT_FIELDS:
         raise QueryError(f"cannot sort by {sort!r} (one of {', '.join(sorted(SORT_FIELDS))})", sort)
+    box = parse_bbox(bbox) if bbox else None
+    crs: Literal["wgs84", "source"] = "source" if bbox_crs != "wgs84" else "wgs84"
+    if box is not None and bbox_crs == "scene":
+        # Scene frame (glTF 2.0, Y up): x = east - ox, z = -(north - oy).
+        ox, oy, _ = services.scenes.get(scenario).origin
+        box = (box[0] + ox, oy - box[3], box[2] + ox, oy - box[1])
     query = ObjectQuery(
         scenario=scenario,
         types=tuple(type or ()),
         conditions=parse_where(*(where or [])),
-        bbox=parse_bbox(bbox) if bbox else None,
-        bbox_crs=bbox_crs,
+        bbox=box,
+        bbox_crs=crs,
         text=q or None,
         sort=sort,
         descending=desc,
@@ -215,7 +225,7 @@ async def list_objects(
     responses=ERRORS,
     summary="A property's history: raw points, or min/mean/max/count per `every` bucket",
 )
-async def read_history(
+def read_history(
     object_id: str,
     services: ServicesDep,
     property: Annotated[str, Query(min_length=1, max_length=200)],
