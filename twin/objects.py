@@ -46,7 +46,7 @@ class GeometrySummary:
         """Inverse of :meth:`as_dict`."""
 
         def tup(v: Any) -> Any:
-            return tuple(float(x) for x in v) if v is not None else None
+            return tuple(map(float, v)) if v is not None else None
 
         return cls(
             lod=d.get("lod"),

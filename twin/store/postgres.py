@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import queue
 import re
 import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
 
@@ -162,7 +161,6 @@ CREATE TEMP TABLE IF NOT EXISTS twin_updates (
 """
 
 _OBJECT_ASSIGN = ", ".join(f"{c} = excluded.{c}" for c in _OBJECT_COLUMNS.split(", ")[2:])
-_CHUNK = 5_000
 
 _SORT_SQL = {"id": "o.id", "type": "o.type", "height": "o.height", "footprint": "o.footprint"}
 _NUMERIC_SORTS = frozenset({"height", "footprint"})
@@ -188,12 +186,15 @@ def _split_url(url: str) -> tuple[str, str, str]:
     if not any(k == "connect_timeout" for k, _ in rest):
         # Fail in seconds, not after the OS TCP timeout, when the server is unreachable.
         rest.append(("connect_timeout", "5"))
-    conninfo = urlunsplit(parts._replace(query=urlencode(rest)))
-    host = parts.hostname or "localhost"
+    # Built by hand: urlunsplit drops the empty host of postgresql:///db (a socket).
+    conninfo = f"{parts.scheme}://{parts.netloc}{parts.path}?{urlencode(rest)}"
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # IPv6 literal
     netloc = f"{parts.username}@{host}" if parts.username else host
     if parts.port:
         netloc += f":{parts.port}"
-    safe = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    safe = f"{parts.scheme}://{netloc}{parts.path}"
     return conninfo, schema, safe
 
 
@@ -272,13 +273,20 @@ class PostgresStore:
         self.trigram = False
         with self._lock:
             self._conn = self._connect()
-            self._create_schema()
+            try:
+                self._create_schema()
+            except BaseException:
+                self._conn.close()
+                raise
 
     # -- connection and transactions --------------------------------------------------
 
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        # Autocommit at the driver level, explicit BEGIN ... COMMIT (conn.transaction())
+        # around every write: each write is still exactly one transaction, and a read
+        # is one statement and one round trip instead of three (BEGIN, SELECT, COMMIT).
         try:
-            conn = psycopg.connect(self._conninfo, autocommit=False)
+            conn = psycopg.connect(self._conninfo, autocommit=True)
         except psycopg.Error as exc:
             raise TwinError(
                 f"cannot connect to PostgreSQL at {self._safe_url}: {_one_line(exc)}"
@@ -288,7 +296,6 @@ class PostgresStore:
         try:
             # IF NOT EXISTS on the scratch tables reports a NOTICE on every write.
             conn.execute("SET client_min_messages TO warning")
-            conn.commit()
         except psycopg.Error as exc:
             conn.close()
             raise TwinError(
@@ -313,27 +320,21 @@ class PostgresStore:
         with self._lock:
             conn = self._connection()
             try:
-                with conn.cursor() as cur:
+                with conn.transaction(), conn.cursor() as cur:
                     yield cur
-                conn.commit()
             except psycopg.Error as exc:
-                self._rollback(conn)
                 raise TwinError(f"PostgreSQL error while {what}: {_one_line(exc)}") from exc
-            except BaseException:
-                self._rollback(conn)
-                raise
-
-    @staticmethod
-    def _rollback(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
-        # A broken connection cannot roll back; the server already discarded the
-        # transaction, and the next call reconnects.
-        with contextlib.suppress(psycopg.Error):
-            conn.rollback()
 
     def _read(self, sql: str, params: Sequence[Any] = (), what: str = "reading") -> list[Any]:
-        with self._tx(what) as cur:
-            cur.execute(sql, params)
-            return cur.fetchall()
+        """One SELECT outside a transaction (it sees one snapshot on its own)."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(sql, params)
+                    return cur.fetchall()
+            except psycopg.Error as exc:
+                raise TwinError(f"PostgreSQL error while {what}: {_one_line(exc)}") from exc
 
     def _create_schema(self) -> None:
         s = self._s
@@ -381,19 +382,21 @@ class PostgresStore:
     ) -> int:
         """Insert or replace objects in one transaction; return how many were written.
 
-        Objects are serialized and ``COPY``-ed into a scratch table, then applied with
-        ``INSERT ... ON CONFLICT (scenario, id) DO UPDATE``, in chunks of 5,000 within
-        one transaction.
+        The whole batch is serialized first (an unserializable object fails before any
+        write), ``COPY``-ed into a scratch table and applied with one
+        ``INSERT ... ON CONFLICT (scenario, id) DO UPDATE``. Server-side index upkeep
+        dominates the cost (the pg_trgm GIN index most), not the transfer.
 
         Raises:
             TwinError: an object cannot be serialized, or the database refused the batch
                 (nothing of it is stored).
         """
         batch = {o.id: o for o in objects}  # a repeated id: the later object wins
-        if not batch and source_data is None:
+        rows = [_object_row(o, scenario, source) for o in batch.values()]
+        if not rows and source_data is None:
             return 0
         s = self._s
-        with self._tx(f"storing {len(batch)} objects") as cur:
+        with self._tx(f"storing {len(rows)} objects") as cur:
             if source_data is not None:
                 cur.execute(
                     f"INSERT INTO {s}.sources (scenario, name, sha256, size, added, data) "
@@ -408,56 +411,14 @@ class PostgresStore:
                         zlib.compress(source_data, 6),
                     ),
                 )
-            if batch:
-                cur.execute(_TEMP_PUT)
-                self._write_objects(cur, list(batch.values()), scenario, source)
-        return len(batch)
+            if rows:
+                self._write_objects(cur, rows)
+        return len(rows)
 
     def _write_objects(
-        self,
-        cur: psycopg.Cursor[tuple[Any, ...]],
-        objs: list[TwinObject],
-        scenario: str,
-        source: str,
+        self, cur: psycopg.Cursor[tuple[Any, ...]], rows: list[tuple[Any, ...]]
     ) -> None:
-        """Serialize and write objects in chunks, overlapping the two.
-
-        Index upkeep on the server (two GiST, two GIN, four btree) and serialization in
-        Python cost about the same per object; for a big batch a writer thread applies
-        chunk k on the connection (the driver waits without the GIL) while this thread
-        serializes chunk k+1. Still one transaction: the caller commits or rolls back.
-        """
-        if len(objs) <= _CHUNK:
-            self._write_chunk(cur, [_object_row(o, scenario, source) for o in objs], False)
-            return
-        chunks: queue.Queue[list[tuple[Any, ...]] | None] = queue.Queue(maxsize=2)
-        failed: list[BaseException] = []
-
-        def writer() -> None:
-            while (rows := chunks.get()) is not None:
-                if failed:
-                    continue  # drain until the end marker so the producer never blocks
-                try:
-                    self._write_chunk(cur, rows, True)
-                except BaseException as exc:
-                    failed.append(exc)
-
-        thread = threading.Thread(target=writer, name="twin-postgres-put", daemon=True)
-        thread.start()
-        try:
-            for i in range(0, len(objs), _CHUNK):
-                if failed:
-                    break
-                chunks.put([_object_row(o, scenario, source) for o in objs[i : i + _CHUNK]])
-        finally:
-            chunks.put(None)
-            thread.join()
-        if failed:
-            raise failed[0]
-
-    def _write_chunk(
-        self, cur: psycopg.Cursor[tuple[Any, ...]], rows: list[tuple[Any, ...]], reset: bool
-    ) -> None:
+        cur.execute(_TEMP_PUT)
         with cur.copy(f"COPY pg_temp.twin_put ({_OBJECT_COLUMNS}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
@@ -469,8 +430,6 @@ class PostgresStore:
             "WHERE o.doc::text IS DISTINCT FROM excluded.doc::text "
             "OR o.source IS DISTINCT FROM excluded.source"
         )
-        if reset:
-            cur.execute("TRUNCATE pg_temp.twin_put")
 
     def sources(self, scenario: str = "base") -> list[SourceInfo]:
         """The source documents of a scenario, in the order they were first added."""
@@ -659,7 +618,9 @@ class PostgresStore:
         the message-id index, so a duplicate inside the batch loses to its first copy,
         as in MemoryStore), upserts the newest stored row per (object, property) into
         state, and returns the stored rows with the state time from before the batch.
-        The late/latest split is then replayed in batch order in Python.
+        The late/latest split is then replayed in batch order in Python. (With several
+        writers on the same property at once, the split is judged against the state at
+        the start of the statement; the stored state itself is always the newest.)
 
         Raises:
             TwinError: the database refused the batch (nothing of it is stored).
@@ -692,7 +653,8 @@ class PostgresStore:
                         )
                     )
             # All parts of one statement see the snapshot from before it, so the final
-            # SELECT reads the state each stored row had to beat.
+            # SELECT reads the state each stored row had to beat. (A scalar subquery, not
+            # a join: a join is planned as a hash over the whole state table per batch.)
             cur.execute(
                 f"""
                 WITH ins AS (
@@ -718,9 +680,10 @@ class PostgresStore:
                         t = excluded.t, source = excluded.source, quality = excluded.quality
                     WHERE excluded.t > st.t
                 )
-                SELECT i.object_id, i.property, i.t, i.msg_id, p.t
-                FROM ins i LEFT JOIN {s}.state p
-                    ON p.object_id = i.object_id AND p.property = i.property
+                SELECT i.object_id, i.property, i.t, i.msg_id,
+                    (SELECT p.t FROM {s}.state p
+                     WHERE p.object_id = i.object_id AND p.property = i.property)
+                FROM ins i
                 """
             )
             returned = cur.fetchall()
