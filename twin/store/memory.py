@@ -61,7 +61,8 @@ class MemoryStore:
         self._latest: dict[str, dict[str, StateValue]] = {}
         # (object, property) -> sorted list of (time, value, source, quality)
         self._history: dict[tuple[str, str], list[tuple[float, Any, str, str | None]]] = {}
-        self._msg_ids: set[str] = set()
+        # message id -> event time of its point, so pruning the point forgets the id too
+        self._msg_ids: dict[str, float] = {}
         self._audit: list[AuditEntry] = []
         self._sources: dict[tuple[str, str], tuple[SourceInfo, bytes]] = {}
 
@@ -183,7 +184,7 @@ class MemoryStore:
                 continue
             hist.insert(i, (u.time, u.value, u.source, u.quality))
             if u.msg_id is not None:
-                self._msg_ids.add(u.msg_id)
+                self._msg_ids[u.msg_id] = u.time
             res.stored += 1
             cur = self._latest.setdefault(u.object_id, {}).get(u.property)
             if cur is None or u.time > cur.time:
@@ -255,6 +256,7 @@ class MemoryStore:
             i = bisect.bisect_left(hist, before, key=lambda r: r[0])
             n += i
             self._history[key] = hist[i:]
+        self._msg_ids = {m: t for m, t in self._msg_ids.items() if t >= before}
         return n
 
     # -- audit ---------------------------------------------------------------------------
@@ -264,7 +266,9 @@ class MemoryStore:
 
     def list_audit(self, *, limit: int = 100, before: float | None = None) -> list[AuditEntry]:
         rows = [a for a in self._audit if before is None or a.time < before]
-        return sorted(rows, key=lambda a: -a.time)[:limit]
+        # Newest first; among equal times the later appended first (as the SQL stores).
+        order = sorted(enumerate(rows), key=lambda ia: (-ia[1].time, -ia[0]))
+        return [a for _, a in order][:limit]
 
     def stats(self) -> dict[str, int]:
         return {

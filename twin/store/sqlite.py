@@ -149,6 +149,7 @@ class SqliteStore:
                 raise TwinError(f"cannot open store {url!r}: folder {parent} does not exist")
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.create_function("py_lower", 1, _py_lower, deterministic=True)
             self._db.execute("PRAGMA journal_mode=WAL")
             # WAL + NORMAL: a committed transaction survives a killed process (it is in
             # the WAL file); only an OS crash could lose the last commits.
@@ -172,9 +173,15 @@ class SqliteStore:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise TwinError(f"store {self.url!r}: cannot start a write ({exc})") from None
             try:
                 yield self._db
+            except sqlite3.Error as exc:
+                self._db.execute("ROLLBACK")
+                raise TwinError(f"store {self.url!r}: write failed ({exc})") from None
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -212,12 +219,11 @@ class SqliteStore:
                     g.height if g else None,
                     g.footprint_area if g else None,
                     g.lod if g else None,
-                    orjson.dumps(o.attributes, option=orjson.OPT_NON_STR_KEYS).decode(),
-                    orjson.dumps(o.as_dict(), option=orjson.OPT_NON_STR_KEYS),
+                    *_json_pair(o),
                     source,
                     *((wb[0], wb[1], wb[3], wb[4]) if wb else (None,) * 4),
                     *((sb[0], sb[1], sb[3], sb[4]) if sb else (None,) * 4),
-                    searchable_text(o),
+                    searchable_text(o).lower(),
                 )
             )
         if not rows and source_data is None:
@@ -317,6 +323,10 @@ class SqliteStore:
             )
             minx, miny, maxx, maxy = q.bbox
             params = [minx, maxx, miny, maxy, *params]
+            # The R*Tree stores float32 boxes rounded outward: recheck exactly.
+            p = "w" if q.bbox_crs == "wgs84" else "s"
+            where.append(f"o.{p}maxx >= ? AND o.{p}minx <= ? AND o.{p}maxy >= ? AND o.{p}miny <= ?")
+            params += [minx, maxx, miny, maxy]
         if q.types:
             where.append(f"o.type IN ({','.join('?' * len(q.types))})")
             params += list(q.types)
@@ -327,12 +337,11 @@ class SqliteStore:
             if len(q.text) >= 3:
                 # FTS5 trigram: substring match, case-insensitive (quoted as one phrase).
                 where.append("o.rid IN (SELECT rowid FROM objects_fts WHERE objects_fts MATCH ?)")
-                params.append('"' + q.text.replace('"', '""') + '"')
+                params.append('"' + q.text.lower().replace('"', '""') + '"')
             else:
-                where.append(
-                    "o.rid IN (SELECT rowid FROM objects_fts WHERE instr(lower(text), lower(?)))"
-                )
-                params.append(q.text)
+                # The FTS text is stored lower-cased by Python (SQLite's lower() is ASCII).
+                where.append("o.rid IN (SELECT rowid FROM objects_fts WHERE instr(text, ?))")
+                params.append(q.text.lower())
         for c in q.conditions:
             clause, cparams = _condition_sql(c)
             where.append(clause)
@@ -511,6 +520,22 @@ class SqliteStore:
             self._db.close()
 
 
+def _json_pair(o: TwinObject) -> tuple[str, bytes]:
+    """The attributes and the whole object as JSON, or a TwinError naming the object."""
+    try:
+        return (
+            orjson.dumps(o.attributes, option=orjson.OPT_NON_STR_KEYS).decode(),
+            orjson.dumps(o.as_dict(), option=orjson.OPT_NON_STR_KEYS),
+        )
+    except TypeError as exc:
+        raise TwinError(f"object {o.id!r} cannot be stored: {exc}") from None
+
+
+def _py_lower(value: Any) -> Any:
+    """Unicode lower-casing for SQL (SQLite's lower() folds ASCII only)."""
+    return value.lower() if isinstance(value, str) else value
+
+
 def _lo(v: float | None) -> float:
     return float("-inf") if v is None else v
 
@@ -527,20 +552,25 @@ def _condition_sql(c: Condition) -> tuple[str, list[Any]]:
         jt = "json_type(o.attributes, ?)"
         jx = "json_extract(o.attributes, ?)"
         if c.op == "~":
-            return f"({jt} = 'text' AND instr(lower({jx}), lower(?)) > 0)", [path, path, c.value]
+            return (
+                f"({jt} = 'text' AND instr(py_lower({jx}), ?) > 0)",
+                [path, path, str(c.value).lower()],
+            )
+        # `x IS NOT 1` negates NULL-safely: a missing attribute matches `!=`.
         if c.numeric:
             base = f"({jt} IN ('integer', 'real') AND {jx} {'=' if op == '<>' else op} ?)"
             params = [path, path, c.value]
-            return (f"NOT {base}", params) if op == "<>" else (base, params)
+            return (f"{base} IS NOT 1", params) if op == "<>" else (base, params)
         base = f"({jt} = 'text' AND {jx} = ?)"
         params = [path, path, c.value]
-        return (f"NOT {base}", params) if op == "<>" else (base, params)
+        return (f"{base} IS NOT 1", params) if op == "<>" else (base, params)
     if c.scope == "state":
         sub = "SELECT 1 FROM state s WHERE s.object_id = o.id AND s.property = ?"
         if c.op == "~":
             return (
-                f"EXISTS ({sub} AND s.value LIKE '\"%' AND instr(lower(s.value), lower(?)) > 0)",
-                [c.name, c.value],
+                f"EXISTS ({sub} AND json_type(s.value) = 'text' "
+                "AND instr(py_lower(json_extract(s.value, '$')), ?) > 0)",
+                [c.name, str(c.value).lower()],
             )
         if c.numeric:
             cmp = "=" if op == "<>" else op
@@ -552,7 +582,7 @@ def _condition_sql(c: Condition) -> tuple[str, list[Any]]:
     col = {"height": "o.height", "footprint": "o.footprint", "lod": "o.lod"}[c.name]
     if c.name == "lod":
         if c.op == "~":
-            return f"instr(lower(COALESCE({col}, '')), lower(?)) > 0", [c.value]
+            return f"instr(py_lower(COALESCE({col}, '')), ?) > 0", [str(c.value).lower()]
         value = str(c.value if not c.numeric else _lod_text(float(c.value)))
         base = f"({col} IS NOT NULL AND {col} = ?)"
         return (f"NOT {base}", [value]) if op == "<>" else (base, [value])
