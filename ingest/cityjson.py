@@ -652,7 +652,7 @@ class _Reader:
             self.warn(
                 "legacy-version",
                 f"CityJSON {v} is pre-1.0; read through the legacy path (lod numbers, "
-                "'crs' metadata). Upgrade with: cjio FILE upgrade save OUT.city.json",
+                "'crs' metadata). Upgrade with: twin upgrade FILE -o OUT.city.json",
             )
         elif v not in ("1.0", "1.1", "2.0") and not v.startswith(("1.0.", "1.1.", "2.0.")):
             raise self.fail(

@@ -237,6 +237,19 @@ def validate(
         raise typer.Exit(1)
 
 
+@app.command()
+def upgrade(
+    city: Annotated[Path, typer.Argument(help="legacy CityJSON file (0.6 .. 1.1)")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="CityJSON 2.0 file to write")],
+    digits: Annotated[int, typer.Option(help="decimals kept if a transform must be added")] = 3,
+) -> None:
+    """Upgrade a legacy CityJSON file to version 2.0 (with cjio)."""
+    from ingest.upgrade import upgrade_cityjson
+
+    old = upgrade_cityjson(city, output, digits=digits)
+    typer.echo(f"{output}: CityJSON {old} -> 2.0")
+
+
 DbOpt = Annotated[
     str | None,
     typer.Option(
