@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from scene.triangulate import triangulate
 from twin.errors import SceneError
@@ -431,7 +432,10 @@ class GlbBuilder:
             extensionsUsed=["EXT_mesh_features", "EXT_structural_metadata"],
             extensions={"EXT_structural_metadata": metadata},
         )
-        js = gltf.to_json(separators=(",", ":")).encode("utf-8")
+        # orjson, not pygltflib's json.dumps: the stdlib float encoder is process-global
+        # and cjio replaces it with a 6-decimal one on import, which would round the
+        # accessor min/max (a validator error). orjson writes shortest exact floats.
+        js = orjson.dumps(g.delete_empty_keys(g.gltf_asdict(gltf)))
         js += b" " * ((-len(js)) % 4)
         total = 12 + 8 + len(js) + 8 + layout.total
         # GLB container (glTF 2.0 §4.4): header, JSON chunk, BIN chunk.

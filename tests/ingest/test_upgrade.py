@@ -35,3 +35,31 @@ def test_upgrade_refuses_clearly(cityjson_dir: Path, tmp_path: Path, rel: str) -
     with pytest.raises(IngestError, match="upgrade"):
         upgrade_cityjson(cityjson_dir / rel, out)
     assert not out.exists()
+
+
+def test_glb_bounds_stay_exact_after_cjio_was_imported(cityjson_dir: Path, tmp_path: Path) -> None:
+    """cjio replaces the stdlib JSON float encoder (6 decimals) process-wide on import;
+    the GLB writer must not be affected (accessor min/max must equal the data)."""
+    import struct
+
+    import numpy as np
+    import orjson
+
+    from scene.gltf import model_to_glb
+
+    upgrade_cityjson(cityjson_dir / "small" / "cube.city.json", tmp_path / "u.city.json")
+    data, _ = model_to_glb(load_cityjson(cityjson_dir / "real" / "geores_testdata.city.json"))
+    n = struct.unpack("<I", data[12:16])[0]
+    doc = orjson.loads(data[20 : 20 + n])
+    base = 20 + n + 8
+    checked = 0
+    for acc in doc["accessors"]:
+        if "min" not in acc:
+            continue
+        view = doc["bufferViews"][acc["bufferView"]]
+        arr = np.frombuffer(data, np.float32, acc["count"] * 3, base + view["byteOffset"])
+        arr = arr.reshape(-1, 3)
+        assert arr.min(axis=0).tolist() == acc["min"]
+        assert arr.max(axis=0).tolist() == acc["max"]
+        checked += 1
+    assert checked > 5
