@@ -234,6 +234,18 @@ class GlbBuilder:
         nv = np.int64(model.vertices.shape[0])
 
         keys, specs = _surface_material_keys(model)
+        # Collapse material keys that look the same before splitting (a file can have
+        # thousands of materials with a handful of distinct looks).
+        canon: dict[tuple[Any, ...], int] = {}
+        remap = {
+            k: canon.setdefault((sp.color, sp.alpha, sp.roughness, sp.emissive), k)
+            for k, sp in specs.items()
+        }
+        if len(canon) < len(specs):
+            src = np.fromiter(remap.keys(), dtype=np.int64)
+            dst = np.fromiter(remap.values(), dtype=np.int64)
+            order = np.argsort(src)
+            keys = dst[order][np.searchsorted(src[order], keys)]
         if tri.triangles.size:
             tkey = keys[tri.tri_surface]
             order = np.argsort(tkey, kind="stable")
