@@ -68,8 +68,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import tiled, write_section  # noqa: E402
+
 from ingest.cityjson import load_cityjson  # noqa: E402
-from twin.objects import GeometrySummary, TwinObject  # noqa: E402
+from twin.objects import TwinObject  # noqa: E402
 from twin.state import StateUpdate  # noqa: E402
 from twin.store.sqlite import SqliteStore  # noqa: E402
 
@@ -80,7 +82,6 @@ SOURCE = Path("/work/shared/data/cityjson/real/delfshaven_3-20.city.json")
 VENV = ROOT / ".venv" / "bin"
 HOST = "127.0.0.1"
 
-GAP = 100.0  # metres of empty ground between two copies
 PUT_BATCH = 10_000
 UPDATE_BATCH = 10_000
 DAY = 86_400.0
@@ -108,70 +109,8 @@ def log(msg: str) -> None:
 # -- the store -------------------------------------------------------------------------
 
 
-def degrees_per_metre(objs: list[TwinObject]) -> tuple[float, float]:
-    """Local lon/lat degrees per source-CRS metre, fitted on the real bbox pairs."""
-    xs: list[float] = []
-    lons: list[float] = []
-    ys: list[float] = []
-    lats: list[float] = []
-    for o in objs:
-        g = o.geometry
-        if g is None or g.bbox_wgs84 is None:
-            continue
-        xs += [g.bbox[0], g.bbox[3]]
-        lons += [g.bbox_wgs84[0], g.bbox_wgs84[3]]
-        ys += [g.bbox[1], g.bbox[4]]
-        lats += [g.bbox_wgs84[1], g.bbox_wgs84[4]]
-    if len(xs) < 4:
-        return 0.0, 0.0
-    lon = statistics.linear_regression(xs, lons).slope
-    lat = statistics.linear_regression(ys, lats).slope
-    return lon, lat
-
-
-def _shift(b: Any, dx: float, dy: float) -> Any:
-    return (b[0] + dx, b[1] + dy, b[2], b[3] + dx, b[4] + dy, b[5])
-
-
-def _shift_geometry(
-    g: GeometrySummary, dx: float, dy: float, dlon: float, dlat: float
-) -> GeometrySummary:
-    cw = g.centroid_wgs84
-    return GeometrySummary(
-        lod=g.lod,
-        geometry_types=g.geometry_types,
-        bbox=_shift(g.bbox, dx, dy),
-        centroid=(g.centroid[0] + dx, g.centroid[1] + dy, g.centroid[2]),
-        height=g.height,
-        footprint_area=g.footprint_area,
-        bbox_wgs84=_shift(g.bbox_wgs84, dlon, dlat) if g.bbox_wgs84 else None,
-        centroid_wgs84=(cw[0] + dlon, cw[1] + dlat, cw[2]) if cw else None,
-    )
-
-
 def copies_for(n_source: int, n_objects: int) -> int:
     return max(1, math.ceil(n_objects / n_source))
-
-
-def tiled(objs: list[TwinObject], copies: int) -> Iterator[TwinObject]:
-    """Grid copies of real objects: ids ``<id>-t<k>``, shifted geometry summaries."""
-    geoms = [o.geometry for o in objs if o.geometry]
-    step_x = max(g.bbox[3] for g in geoms) - min(g.bbox[0] for g in geoms) + GAP
-    step_y = max(g.bbox[4] for g in geoms) - min(g.bbox[1] for g in geoms) + GAP
-    cols = math.ceil(math.sqrt(copies))
-    lon_per_m, lat_per_m = degrees_per_metre(objs)
-    for k in range(copies):
-        dx, dy = (k % cols) * step_x, (k // cols) * step_y
-        for o in objs:
-            d = o.as_dict()
-            d["id"] = f"{o.id}-t{k}"
-            d["parents"] = [f"{p}-t{k}" for p in o.parents]
-            d["children"] = [f"{c}-t{k}" for c in o.children]
-            d["geometry"] = None
-            clone = TwinObject.from_dict(d)
-            if o.geometry is not None:
-                clone.geometry = _shift_geometry(o.geometry, dx, dy, dx * lon_per_m, dy * lat_per_m)
-            yield clone
 
 
 def tiled_ids(objs: list[TwinObject], copies: int) -> list[str]:
@@ -935,18 +874,7 @@ class Report:
 
 
 def write_results(section: str) -> None:
-    block = f"{START}\n{section}{END}"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
-
-
-# -- main ------------------------------------------------------------------------------
+    write_section("api", section)
 
 
 def _sigterm(signum: int, frame: FrameType | None) -> None:

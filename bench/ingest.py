@@ -56,6 +56,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 WORK = BENCH / "work"
@@ -63,7 +65,6 @@ OUT = WORK / "out"
 RESULTS = BENCH / "RESULTS.md"
 PEER_SITE = WORK / "peer-site"
 VALIDATOR = ROOT / "tests" / "gltf_validate.mjs"
-START, END = "<!-- ingest:start -->", "<!-- ingest:end -->"
 GIB = 1 << 30
 
 # Targets (printed next to the numbers).
@@ -742,22 +743,7 @@ def environment() -> list[str]:
 
 
 def write_results(section: str) -> None:
-    block = f"{START}\n{section.rstrip()}\n{END}\n"
-    if RESULTS.exists():
-        text = RESULTS.read_text()
-        a, b = text.find(START), text.find(END)
-        if a != -1 and b > a:
-            text = text[:a] + block + text[b + len(END) :].lstrip("\n")
-        else:
-            text = text.rstrip("\n") + ("\n\n" if text.strip() else "") + block
-    else:
-        text = "# Benchmark results\n\n" + block
-    tmp = RESULTS.with_name(f".{RESULTS.name}.part")
-    tmp.write_text(text)
-    os.replace(tmp, RESULTS)
-
-
-# --------------------------------------------------------------------------- main
+    write_section("ingest", section)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -46,20 +46,20 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import tiled, write_section  # noqa: E402
+
 from ingest.cityjson import load_cityjson  # noqa: E402
-from twin.objects import GeometrySummary, TwinObject  # noqa: E402
+from twin.objects import TwinObject  # noqa: E402
 from twin.query import ObjectQuery, parse_where  # noqa: E402
 from twin.state import StateUpdate  # noqa: E402
 from twin.store import MemoryStore, StateStore  # noqa: E402
 from twin.store.sqlite import SqliteStore  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
-START, END = "<!-- store:start -->", "<!-- store:end -->"
 SOURCE = Path("/work/shared/data/cityjson/real/delfshaven_3-20.city.json")
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 ANCHOR = 500.0  # 3DCityDB v5 import, buildings/s
 TARGET = 20_000.0
-GAP = 100.0  # metres between two copies, as bench/tile_city.py
 BATCH = 1_000
 
 
@@ -81,62 +81,9 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def degrees_per_metre(objs: list[TwinObject]) -> tuple[float, float]:
-    """Local lon/lat degrees per source-CRS metre, fitted on the real bbox pairs."""
-    xs, lons, ys, lats = [], [], [], []
-    for o in objs:
-        g = o.geometry
-        if g is None or g.bbox_wgs84 is None:
-            continue
-        xs += [g.bbox[0], g.bbox[3]]
-        lons += [g.bbox_wgs84[0], g.bbox_wgs84[3]]
-        ys += [g.bbox[1], g.bbox[4]]
-        lats += [g.bbox_wgs84[1], g.bbox_wgs84[4]]
-    return statistics.linear_regression(xs, lons).slope, statistics.linear_regression(
-        ys, lats
-    ).slope
-
-
 def tile(objs: list[TwinObject], copies: int) -> list[TwinObject]:
     """Grid copies of real objects: new ids, shifted bboxes, everything else as read."""
-    geoms = [o.geometry for o in objs if o.geometry]
-    width = max(g.bbox[3] for g in geoms) - min(g.bbox[0] for g in geoms) + GAP
-    height = max(g.bbox[4] for g in geoms) - min(g.bbox[1] for g in geoms) + GAP
-    cols = math.ceil(math.sqrt(copies))
-    dlon, dlat = degrees_per_metre(objs)
-    out = []
-    for k in range(copies):
-        dx, dy = (k % cols) * width, (k // cols) * height
-        for o in objs:
-            d = o.as_dict()
-            d["id"] = f"{o.id}-{k}"
-            d["parents"] = [f"{p}-{k}" for p in o.parents]
-            d["children"] = [f"{c}-{k}" for c in o.children]
-            clone = TwinObject.from_dict(d)
-            g = o.geometry
-            if g is not None:
-                clone.geometry = GeometrySummary(
-                    lod=g.lod,
-                    geometry_types=g.geometry_types,
-                    bbox=_shift(g.bbox, dx, dy),
-                    centroid=(g.centroid[0] + dx, g.centroid[1] + dy, g.centroid[2]),
-                    height=g.height,
-                    footprint_area=g.footprint_area,
-                    bbox_wgs84=_shift(g.bbox_wgs84, dx * dlon, dy * dlat) if g.bbox_wgs84 else None,
-                    centroid_wgs84=(
-                        g.centroid_wgs84[0] + dx * dlon,
-                        g.centroid_wgs84[1] + dy * dlat,
-                        g.centroid_wgs84[2],
-                    )
-                    if g.centroid_wgs84
-                    else None,
-                )
-            out.append(clone)
-    return out
-
-
-def _shift(b: Any, dx: float, dy: float) -> Any:
-    return (b[0] + dx, b[1] + dy, b[2], b[3] + dx, b[4] + dy, b[5])
+    return list(tiled(objs, copies, suffix="-"))
 
 
 def make_updates(ids: list[str], n: int, rng: random.Random) -> list[StateUpdate]:
@@ -269,20 +216,7 @@ def table(rows: list[Row], n_objects: int, n_updates: int) -> str:
 
 
 def write_results(section: str) -> None:
-    """Replace this benchmark's section of bench/RESULTS.md, keeping the others."""
-    block = f"{START}\n{section.rstrip()}\n{END}\n"
-    if RESULTS.exists():
-        text = RESULTS.read_text()
-        a, b = text.find(START), text.find(END)
-        if a != -1 and b > a:
-            text = text[:a] + block + text[b + len(END) :].lstrip("\n")
-        else:
-            text = text.rstrip("\n") + ("\n\n" if text.strip() else "") + block
-    else:
-        text = "# Benchmark results\n\n" + block
-    tmp = RESULTS.with_name(f".{RESULTS.name}.store.part")
-    tmp.write_text(text)
-    os.replace(tmp, RESULTS)
+    write_section("store", section)
 
 
 def main(argv: list[str] | None = None) -> int:

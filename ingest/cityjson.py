@@ -301,7 +301,6 @@ def _iter_sequence(
         n_in_doc += 1
         if chunk is not None and n_in_doc >= chunk:
             doc["vertices"] = vertices
-            doc["_n_features"] = n_in_doc
             yield doc
             yielded = True
             doc, vertices = fresh()
@@ -311,7 +310,6 @@ def _iter_sequence(
     if chunk is None or n_in_doc or doc["CityObjects"] or not yielded:
         # The rest; and always one document, so an empty sequence is an empty model.
         doc["vertices"] = vertices
-        doc["_n_features"] = n_in_doc
         yield doc
 
 
@@ -408,7 +406,6 @@ def _feature_as_document(item: dict[str, Any], source: str, lineno: int) -> dict
     doc = {k: v for k, v in feat.items() if k not in ("type", "id")}
     doc["type"] = "CityJSON"
     doc["version"] = "2.0"
-    doc["_n_features"] = 1
     return doc
 
 
