@@ -36,8 +36,11 @@ pytest: setup
 
 test: lint typecheck pytest
 
+# Benchmarks print tables and write bench/RESULTS.md (ingest needs a few minutes for cjio).
 bench: setup
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/store.py
+	$(BIN)/python bench/api.py
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache out artifacts
