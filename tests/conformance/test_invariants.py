@@ -10,10 +10,8 @@ appears in the data. Expected values come from the case file read with plain ``j
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import os
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -22,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from glbdecode import Glb
 
 from ingest.cityjson import load_cityjson, parse_cityjson
 from scene.gltf import model_to_glb
@@ -54,71 +53,6 @@ NEGATIVE = _invariants("invalid", "corpus_")
 
 
 # -- GLB decoding (independent of pygltflib) ---------------------------------------------
-
-_COMPONENTS = {5121: np.uint8, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
-_WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
-
-
-@dataclass
-class Glb:
-    doc: dict[str, Any]
-    blob: bytes
-
-    @classmethod
-    def parse(cls, data: bytes) -> Glb:
-        magic, version, length = struct.unpack_from("<III", data, 0)
-        assert (magic, version, length) == (0x46546C67, 2, len(data))
-        jlen, jtype = struct.unpack_from("<II", data, 12)
-        assert jtype == 0x4E4F534A
-        blen, btype = struct.unpack_from("<II", data, 20 + jlen)
-        assert btype == 0x004E4942
-        return cls(json.loads(data[20 : 20 + jlen]), data[28 + jlen : 28 + jlen + blen])
-
-    def accessor(self, index: int) -> np.ndarray:
-        acc = self.doc["accessors"][index]
-        view = self.doc["bufferViews"][acc["bufferView"]]
-        width = _WIDTH[acc["type"]]
-        start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
-        arr = np.frombuffer(
-            self.blob,
-            dtype=_COMPONENTS[acc["componentType"]],
-            count=acc["count"] * width,
-            offset=start,
-        )
-        return arr.reshape(acc["count"], width) if width > 1 else arr
-
-    @property
-    def origin(self) -> np.ndarray:
-        return np.asarray(self.doc["asset"]["extras"]["citytwin"]["origin"], dtype=np.float64)
-
-    def real_positions(self, mode: int) -> np.ndarray:
-        """Source-CRS coordinates of every vertex of the primitives with this mode."""
-        prims = [p for p in self.doc["meshes"][0]["primitives"] if p.get("mode", 4) == mode]
-        if not prims:
-            return np.zeros((0, 3))
-        pos = np.vstack([self.accessor(p["attributes"]["POSITION"]) for p in prims])
-        pos = pos.astype(np.float64)
-        # glTF (x right, y up, z toward viewer) -> source (east, north, up).
-        return self.origin + np.column_stack([pos[:, 0], -pos[:, 2], pos[:, 1]])
-
-    def view(self, index: int) -> bytes:
-        view = self.doc["bufferViews"][index]
-        start = view.get("byteOffset", 0)
-        return self.blob[start : start + view["byteLength"]]
-
-    def strings(self, column: str) -> list[str] | None:
-        """A STRING column of the EXT_structural_metadata property table, or None."""
-        table = self.doc["extensions"]["EXT_structural_metadata"]["propertyTables"][0]
-        prop = table["properties"].get(column)
-        if prop is None:
-            return None
-        offs = np.frombuffer(self.view(prop["stringOffsets"]), dtype=np.uint32).tolist()
-        values = self.view(prop["values"])
-        assert len(offs) == table["count"] + 1
-        return [values[a:b].decode("utf-8") for a, b in itertools.pairwise(offs)]
-
-    def material_of(self, prim: dict[str, Any]) -> dict[str, Any]:
-        return dict(self.doc["materials"][prim["material"]])
 
 
 # -- a case: the file, its raw JSON, our model and GLB ---------------------------------

@@ -9,7 +9,6 @@ import io
 import itertools
 import json
 import os
-import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from glbdecode import Glb
 
 from ingest.cityjson import load_cityjson, parse_cityjson
 from scene.gltf import SceneStats, model_to_glb, write_glb
@@ -79,80 +79,6 @@ DRAWABLE = [p for p in ALL_VALID if p not in NOT_DRAWABLE]
 
 
 # -- GLB decoding -----------------------------------------------------------------------
-
-_COMPONENTS = {5121: np.uint8, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
-_WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
-
-
-@dataclass
-class Glb:
-    """A GLB split into its JSON and BIN chunks (glTF 2.0 §4.4), read with struct/numpy."""
-
-    doc: dict[str, Any]
-    blob: bytes
-
-    @classmethod
-    def parse(cls, data: bytes) -> Glb:
-        magic, version, length = struct.unpack_from("<III", data, 0)
-        assert (magic, version, length) == (0x46546C67, 2, len(data))
-        jlen, jtype = struct.unpack_from("<II", data, 12)
-        assert jtype == 0x4E4F534A and jlen % 4 == 0
-        blen, btype = struct.unpack_from("<II", data, 20 + jlen)
-        assert btype == 0x004E4942 and 28 + jlen + blen == len(data)
-        return cls(json.loads(data[20 : 20 + jlen]), data[28 + jlen :])
-
-    def view(self, index: int) -> bytes:
-        v = self.doc["bufferViews"][index]
-        start = v.get("byteOffset", 0)
-        return self.blob[start : start + v["byteLength"]]
-
-    def accessor(self, index: int) -> np.ndarray:
-        acc = self.doc["accessors"][index]
-        v = self.doc["bufferViews"][acc["bufferView"]]
-        width = _WIDTH[acc["type"]]
-        dtype = np.dtype(_COMPONENTS[acc["componentType"]])
-        assert v.get("byteStride") in (None, dtype.itemsize * width)
-        arr = np.frombuffer(
-            self.blob,
-            dtype=dtype,
-            count=acc["count"] * width,
-            offset=v.get("byteOffset", 0) + acc.get("byteOffset", 0),
-        )
-        return arr.reshape(acc["count"], width) if width > 1 else arr
-
-    @property
-    def primitives(self) -> list[dict[str, Any]]:
-        return list(self.doc["meshes"][0]["primitives"])
-
-    @property
-    def origin(self) -> np.ndarray:
-        return np.asarray(self.doc["asset"]["extras"]["citytwin"]["origin"], dtype=np.float64)
-
-    def to_source(self, local: np.ndarray) -> np.ndarray:
-        """glTF local (x east, y up, z south) -> source CRS (east, north, up)."""
-        p = local.astype(np.float64)
-        return self.origin + np.column_stack([p[:, 0], -p[:, 2], p[:, 1]])
-
-    def table(self) -> tuple[int, dict[str, Any]]:
-        """The EXT_structural_metadata property table: (count, {column: values})."""
-        meta = self.doc["extensions"]["EXT_structural_metadata"]
-        (table,) = meta["propertyTables"]
-        classes = meta["schema"]["classes"]
-        props = classes[table["class"]]["properties"]
-        out: dict[str, Any] = {}
-        for name, prop in table["properties"].items():
-            if props[name]["type"] == "STRING":
-                assert prop["stringOffsetType"] == "UINT32"
-                offs = np.frombuffer(self.view(prop["stringOffsets"]), dtype=np.uint32)
-                assert offs.size == table["count"] + 1 and offs[0] == 0
-                vals = self.view(prop["values"])
-                assert offs[-1] == len(vals)
-                out[name] = [vals[a:b].decode("utf-8") for a, b in itertools.pairwise(offs)]
-            else:
-                assert props[name]["componentType"] == "FLOAT64"
-                out[name] = np.frombuffer(self.view(prop["values"]), dtype=np.float64)
-                assert out[name].size == table["count"]
-        return int(table["count"]), out
 
 
 # -- independent reading of the raw file ------------------------------------------------
