@@ -7,12 +7,34 @@ import os
 import tempfile
 from contextlib import redirect_stdout
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from twin.errors import IngestError
 
 __all__ = ["upgrade_cityjson"]
+
+
+def _import_cjio() -> Any:
+    """Import cjio without its process-wide side effect.
+
+    cjio replaces the stdlib JSON float encoder (``json.encoder.float``, and disables the C
+    encoder) on import, which rounds every later ``json.dumps`` in the process. We never
+    use cjio's encoder (files are written with orjson), so the stdlib one is put back.
+    """
+    import json.encoder as enc
+
+    names = ("c_make_encoder", "float")
+    saved = {n: enc.__dict__[n] for n in names if n in enc.__dict__}
+    from cjio import cityjson
+
+    for n in names:
+        if n in saved:
+            enc.__dict__[n] = saved[n]
+        else:
+            enc.__dict__.pop(n, None)
+    return cityjson
 
 
 def upgrade_cityjson(src: str | Path, out: str | Path, *, digits: int = 3) -> str:
@@ -29,8 +51,7 @@ def upgrade_cityjson(src: str | Path, out: str | Path, *, digits: int = 3) -> st
     Raises:
         IngestError: the file cannot be read or upgraded (cjio's reasons included).
     """
-    from cjio import cityjson
-
+    cityjson = _import_cjio()
     source = str(src)
     try:
         doc = orjson.loads(Path(src).read_bytes())

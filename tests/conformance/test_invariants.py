@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from glbdecode import Glb
 
@@ -126,7 +127,9 @@ def points_model(case: Case, order: list[int]) -> CityModel:
     }
     if "transform" in case.raw:
         doc["transform"] = case.raw["transform"]
-    return parse_cityjson(json.dumps(doc).encode(), source=f"{case.id}-probe.city.json")
+    # orjson: the stdlib float encoder is process-global and cjio (imported by other tests)
+    # replaces it with a rounding one.
+    return parse_cityjson(orjson.dumps(doc), source=f"{case.id}-probe.city.json")
 
 
 def surface_semantics(model: CityModel, oid: str) -> list[str | None]:

@@ -48,6 +48,9 @@ def test_glb_bounds_stay_exact_after_cjio_was_imported(cityjson_dir: Path, tmp_p
     from scene.gltf import model_to_glb
 
     upgrade_cityjson(cityjson_dir / "small" / "cube.city.json", tmp_path / "u.city.json")
+    import json
+
+    assert json.dumps(0.123456789) == "0.123456789"  # cjio's global patch did not leak
     data, _ = model_to_glb(load_cityjson(cityjson_dir / "real" / "geores_testdata.city.json"))
     n = struct.unpack("<I", data[12:16])[0]
     doc = orjson.loads(data[20 : 20 + n])
