@@ -566,6 +566,7 @@ class _Reader:
         self._warned_materials = False
         self.empty_primitives = 0
         self.current_object: str | None = None
+        self.file_vertices = np.zeros((0, 3), dtype=np.float64)
 
     def fail(self, problem: str, where: str = "") -> IngestError:
         return IngestError(problem, source=self.source, where=where)
@@ -583,6 +584,7 @@ class _Reader:
             raise self.fail("missing or invalid 'CityObjects' member (must be an object)")
         transform = self._transform()
         vertices = self._vertices(transform)
+        self.file_vertices = vertices
         self.n_file_vertices = vertices.shape[0]
         metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
         assert isinstance(metadata, dict)
@@ -1220,7 +1222,7 @@ class _Reader:
         tv = self.template_vertices
         # CityJSON 2.0 §3.4: template vertices are transformed by the row-major 4x4
         # matrix, then translated by the reference point (a transformed file vertex).
-        refpt = self._file_vertex(ref[0] + voff)
+        refpt = self.file_vertices[ref[0] + voff]
         homo = np.hstack([tv, np.ones((tv.shape[0], 1))])
         placed = (homo @ matrix.T)[:, :3] + refpt
         offset = self.n_file_vertices + len(self.extra_vertices) // 3
@@ -1230,15 +1232,6 @@ class _Reader:
             tmpl, fidx, f"{where} (template {g['template']})", offset=offset, limit=tv.shape[0]
         )
         self.instance_spans.append((pos, len(self.flat.ring_vertices)))
-
-    def _file_vertex(self, i: int) -> np.ndarray:
-        v = np.asarray(self.doc["vertices"][i], dtype=np.float64)
-        t = self.doc.get("transform")
-        if isinstance(t, dict):
-            v = v * np.asarray(t["scale"], dtype=np.float64) + np.asarray(
-                t["translate"], dtype=np.float64
-            )
-        return v
 
     def _int_list(self, value: Any, where: str, what: str) -> list[int]:
         if not isinstance(value, list) or not all(type(i) is int for i in value):
