@@ -25,7 +25,7 @@ from twin.objects import GeometrySummary, TwinObject
 from twin.query import Condition, ObjectQuery, decode_cursor, parse_where
 from twin.state import ApplyResult, AuditEntry, HistoryBucket, HistoryPoint, StateUpdate
 from twin.store import MemoryStore, StateStore, open_store
-from twin.store.memory import searchable_text, sort_value
+from twin.store.base import searchable_text, sort_value
 from twin.store.sqlite import SqliteStore
 
 PG_CANDIDATES = (

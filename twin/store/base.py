@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from twin.objects import TwinObject
 from twin.query import ObjectQuery
@@ -17,7 +17,7 @@ from twin.state import (
     StateValue,
 )
 
-__all__ = ["ObjectStore", "Page", "SourceInfo", "StateStore"]
+__all__ = ["ObjectStore", "Page", "SourceInfo", "StateStore", "searchable_text", "sort_value"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,33 @@ class Page:
 
     items: list[TwinObject] = field(default_factory=list)
     next_cursor: str | None = None
+
+
+def sort_value(obj: TwinObject, field: str) -> Any:
+    """The value an object sorts by (the key of every store's keyset pagination)."""
+    if field == "id":
+        return obj.id
+    if field == "type":
+        return obj.type
+    g = obj.geometry
+    if field == "height":
+        return g.height if g else None
+    if field == "footprint":
+        return g.footprint_area if g else None
+    return obj.id
+
+
+def searchable_text(obj: TwinObject) -> str:
+    """What free-text search looks in, in every store: id, name and address-like attributes."""
+    parts = [obj.id]
+    for key in ("name", "naam", "Name", "address", "adres", "street", "identificatie"):
+        v = obj.attributes.get(key)
+        if v is not None:
+            parts.append(str(v))
+    addr = obj.extra.get("address")
+    if addr is not None:
+        parts.append(str(addr))
+    return " ".join(parts)
 
 
 @runtime_checkable

@@ -20,36 +20,9 @@ from twin.state import (
     StateUpdate,
     StateValue,
 )
-from twin.store.base import Page, SourceInfo
+from twin.store.base import Page, SourceInfo, searchable_text, sort_value
 
 __all__ = ["MemoryStore"]
-
-
-def sort_value(obj: TwinObject, field: str) -> Any:
-    """The value an object sorts by (shared with the SQL stores' cursor logic)."""
-    if field == "id":
-        return obj.id
-    if field == "type":
-        return obj.type
-    g = obj.geometry
-    if field == "height":
-        return g.height if g else None
-    if field == "footprint":
-        return g.footprint_area if g else None
-    return obj.id
-
-
-def searchable_text(obj: TwinObject) -> str:
-    """What free-text search looks in: id, name and address-like attributes."""
-    parts = [obj.id]
-    for key in ("name", "naam", "Name", "address", "adres", "street", "identificatie"):
-        v = obj.attributes.get(key)
-        if v is not None:
-            parts.append(str(v))
-    addr = obj.extra.get("address")
-    if addr is not None:
-        parts.append(str(addr))
-    return " ".join(parts)
 
 
 class MemoryStore:
@@ -106,7 +79,15 @@ class MemoryStore:
         return TwinObject.from_dict(obj.as_dict()) if obj is not None else None
 
     def query_objects(self, query: ObjectQuery) -> Page:
-        items = [o for (sc, _), o in self._objects.items() if sc == query.scenario]
+        if query.ids:
+            wanted = set(query.ids)
+            items = [
+                o
+                for (sc, oid), o in self._objects.items()
+                if sc == query.scenario and oid in wanted
+            ]
+        else:
+            items = [o for (sc, _), o in self._objects.items() if sc == query.scenario]
         items = [o for o in items if self._match(o, query)]
 
         def key(o: TwinObject) -> tuple[int, Any, str]:
@@ -129,8 +110,6 @@ class MemoryStore:
         return Page(items=page, next_cursor=nxt)
 
     def _match(self, o: TwinObject, q: ObjectQuery) -> bool:
-        if q.ids and o.id not in q.ids:
-            return False
         if q.types and o.type not in q.types:
             return False
         if q.text and q.text.lower() not in searchable_text(o).lower():

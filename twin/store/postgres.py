@@ -37,8 +37,7 @@ from twin.state import (
     StateUpdate,
     StateValue,
 )
-from twin.store.base import Page, SourceInfo
-from twin.store.memory import searchable_text, sort_value
+from twin.store.base import Page, SourceInfo, searchable_text, sort_value
 
 try:
     import psycopg

@@ -32,8 +32,7 @@ from twin.state import (
     StateUpdate,
     StateValue,
 )
-from twin.store.base import Page, SourceInfo
-from twin.store.memory import searchable_text, sort_value
+from twin.store.base import Page, SourceInfo, searchable_text, sort_value
 
 __all__ = ["SqliteStore"]
 
@@ -166,8 +165,12 @@ class SqliteStore:
             has_stats = self._db.execute(
                 "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'"
             ).fetchone()
-            if not has_stats and self._db.execute("SELECT count(*) FROM objects").fetchone()[0]:
+            n_objects = int(self._db.execute("SELECT count(*) FROM objects").fetchone()[0])
+            if not has_stats and n_objects:
                 self._db.execute("ANALYZE")  # a store filled before statistics existed
+            # Objects written since statistics were last refreshed (see put_objects).
+            self._analyzed_at = n_objects
+            self._written_since = 0
         except sqlite3.DatabaseError as exc:
             raise TwinError(f"cannot open store {url!r}: {exc}") from None
         self._lock = threading.RLock()
@@ -289,11 +292,15 @@ class SqliteStore:
                 "INSERT INTO objects_fts (rowid, text) VALUES (?, ?)",
                 [(rid, text[oid]) for oid, rid in rids],
             )
-        if len(rows) >= 1000:
-            # Fresh statistics after bulk loads, so the planner picks the ordered index.
+        self._written_since += len(rows)
+        if self._written_since >= max(1000, self._analyzed_at):
+            # Fresh statistics after bulk loads, so the planner picks the ordered index;
+            # refreshed when the table has (about) doubled, so a load in many batches
+            # costs O(n) in ANALYZE, not O(n^2).
             with self._lock:
-                self._db.execute("PRAGMA optimize")
                 self._db.execute("ANALYZE")
+            self._analyzed_at += self._written_since
+            self._written_since = 0
         return len(rows)
 
     def get_object(self, object_id: str, scenario: str = "base") -> TwinObject | None:
