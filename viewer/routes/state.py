@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from twin.errors import TwinError
+from twin.query import ObjectQuery
 from twin.state import StateUpdate
 from viewer.auth import Caller
 from viewer.deps import ServicesDep, require
@@ -61,16 +62,18 @@ async def post_state(
     now = time.time()
     updates: list[StateUpdate] = []
     unknown: list[str] = []
-    checked: dict[str, bool] = {}
+    ids = sorted({u.id for u in body.updates})
+    # One query for the whole batch's ids, not one per id.
+    known_ids = {
+        o.id
+        for o in services.store.query_objects(ObjectQuery(ids=tuple(ids), limit=len(ids))).items
+    }
     for u in body.updates:
         if isinstance(u.value, float) and not math.isfinite(u.value):
             raise TwinError(f"value of {u.id!r}.{u.property} is not a finite number")
         if u.time is not None and not (math.isfinite(u.time) and abs(u.time) < 1e11):
             raise TwinError(f"time of {u.id!r}.{u.property} is out of range")
-        known = checked.get(u.id)
-        if known is None:
-            known = checked[u.id] = services.store.get_object(u.id) is not None
-        if not known:
+        if u.id not in known_ids:
             unknown.append(u.id)
             continue
         updates.append(
@@ -87,7 +90,7 @@ async def post_state(
     if unknown:
         raise TwinError(f"unknown object id(s): {', '.join(sorted(set(unknown))[:10])}")
     result = services.store.apply_updates(updates)
-    services.audit(caller, "post_state", sorted(checked), f"{len(updates)} updates")
+    services.audit(caller, "post_state", ids, f"{len(updates)} updates")
     return JSONBody(
         {
             "stored": result.stored,
