@@ -222,3 +222,8 @@ def test_export_big_sequence_streams_with_progress(cityjson_dir: Path, tmp_path:
     assert r.returncode == 0, r.stderr
     assert out.read_bytes()[:4] == b"glTF"
     assert "3,412 objects" in r.stdout  # 4 copies x 853 buildings
+    # `info` over the same threshold draws the per-object progress bar.
+    info = twin("info", big, "--json", cwd=tmp_path)
+    _no_crash(info)
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["objects"] == 3412
