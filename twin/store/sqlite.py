@@ -10,6 +10,7 @@ killed process leaves the store as it was before the interrupted write (WAL roll
 from __future__ import annotations
 
 import hashlib
+import math
 import sqlite3
 import threading
 import time
@@ -36,9 +37,23 @@ from twin.store.base import Page, SourceInfo, searchable_text, sort_value
 
 __all__ = ["SqliteStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+_NOWHERE = 3.0e38
 
-_SCHEMA = """
+# One 4-D R*Tree holds both boxes (WGS84 and source CRS): one index to maintain, not
+# two; a query constrains two of the four dimensions. Objects without a WGS84 box get a
+# far-away one (_NOWHERE) that no query reaches.
+_BOX_DDL = """CREATE VIRTUAL TABLE IF NOT EXISTS objects_box USING rtree (
+    rid, wminx, wmaxx, wminy, wmaxy, sminx, smaxx, sminy, smaxy
+);"""
+# Trigram index without positions (detail=none): about half the insert cost of the full
+# index; substring search runs as `text LIKE '%q%'`, which FTS5 serves from trigrams,
+# rechecked exactly with instr().
+_FTS_DDL = """CREATE VIRTUAL TABLE IF NOT EXISTS objects_fts USING fts5 (
+    text, tokenize = 'trigram', detail = 'none'
+);"""
+
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS objects (
     rid INTEGER PRIMARY KEY,
@@ -60,9 +75,8 @@ CREATE INDEX IF NOT EXISTS objects_type ON objects (scenario, type, id);
 CREATE INDEX IF NOT EXISTS objects_parent ON objects (scenario, parent);
 CREATE INDEX IF NOT EXISTS objects_height ON objects (scenario, height, id);
 CREATE INDEX IF NOT EXISTS objects_footprint ON objects (scenario, footprint, id);
-CREATE VIRTUAL TABLE IF NOT EXISTS objects_wgs USING rtree (rid, minx, maxx, miny, maxy);
-CREATE VIRTUAL TABLE IF NOT EXISTS objects_src USING rtree (rid, minx, maxx, miny, maxy);
-CREATE VIRTUAL TABLE IF NOT EXISTS objects_fts USING fts5 (text, tokenize = 'trigram');
+{_BOX_DDL}
+{_FTS_DDL}
 CREATE TABLE IF NOT EXISTS state (
     object_id TEXT NOT NULL,
     property TEXT NOT NULL,
@@ -85,6 +99,19 @@ CREATE TABLE IF NOT EXISTS history (
     quality TEXT,
     msg_id TEXT,
     PRIMARY KEY (object_id, property, t)
+) WITHOUT ROWID;
+-- Per-minute aggregates of history, kept in the same transaction as the points: a
+-- bucketed query (every = whole minutes) reads 1,440 rows for a day, not 86,400 points.
+CREATE TABLE IF NOT EXISTS history_1m (
+    object_id TEXT NOT NULL,
+    property TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    n_num INTEGER NOT NULL,
+    total REAL NOT NULL,
+    lo REAL,
+    hi REAL,
+    PRIMARY KEY (object_id, property, minute)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS history_msg ON history (msg_id) WHERE msg_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS history_t ON history (t);
@@ -162,6 +189,7 @@ class SqliteStore:
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
+            self._migrate()
             has_stats = self._db.execute(
                 "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'"
             ).fetchone()
@@ -174,6 +202,48 @@ class SqliteStore:
         except sqlite3.DatabaseError as exc:
             raise TwinError(f"cannot open store {url!r}: {exc}") from None
         self._lock = threading.RLock()
+
+    def _migrate(self) -> None:
+        """Bring a store written by an older version to this schema (one transaction)."""
+        (version,) = self._db.execute(
+            "SELECT value FROM meta WHERE key = 'schema_version'"
+        ).fetchone()
+        if int(version) >= SCHEMA_VERSION:
+            return
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # v1 -> v2: two 2-D R*Trees became one 4-D tree; the trigram index lost its
+            # positions. Both are rebuilt from the objects table.
+            db.execute("DROP TABLE IF EXISTS objects_wgs")
+            db.execute("DROP TABLE IF EXISTS objects_src")
+            db.execute("DROP TABLE IF EXISTS objects_fts")
+            db.execute(_BOX_DDL)
+            db.execute(_FTS_DDL)
+            db.execute(
+                "INSERT INTO objects_box SELECT rid, "
+                f"COALESCE(wminx, {_NOWHERE}), COALESCE(wmaxx, {_NOWHERE}), "
+                f"COALESCE(wminy, {_NOWHERE}), COALESCE(wmaxy, {_NOWHERE}), "
+                f"COALESCE(sminx, {_NOWHERE}), COALESCE(smaxx, {_NOWHERE}), "
+                f"COALESCE(sminy, {_NOWHERE}), COALESCE(smaxy, {_NOWHERE}) "
+                "FROM objects WHERE wminx IS NOT NULL OR sminx IS NOT NULL"
+            )
+            texts = [
+                (rid, searchable_text(_object((attrs, doc))).lower())
+                for rid, attrs, doc in db.execute("SELECT rid, attributes, doc FROM objects")
+            ]
+            db.executemany("INSERT INTO objects_fts (rowid, text) VALUES (?, ?)", texts)
+            db.execute("DELETE FROM history_1m")
+            db.execute(
+                f"INSERT INTO history_1m {_ROLLUP_SELECT} GROUP BY object_id, property, minute"
+            )
+            db.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+            )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -207,31 +277,11 @@ class SqliteStore:
         source: str = "",
         source_data: bytes | None = None,
     ) -> int:
-        rows = []
         # A repeated id in one batch: the later object wins (as in MemoryStore).
-        objects = list({o.id: o for o in objects}.values())
-        for o in objects:
+        batch = {o.id: o for o in objects}
+        for o in batch.values():
             o.scenario = scenario
-            g = o.geometry
-            wb = g.bbox_wgs84 if g else None
-            sb = g.bbox if g else None
-            rows.append(
-                (
-                    scenario,
-                    o.id,
-                    o.type,
-                    o.parent,
-                    g.height if g else None,
-                    g.footprint_area if g else None,
-                    g.lod if g else None,
-                    *_json_pair(o),
-                    source,
-                    *((wb[0], wb[1], wb[3], wb[4]) if wb else (None,) * 4),
-                    *((sb[0], sb[1], sb[3], sb[4]) if sb else (None,) * 4),
-                    searchable_text(o).lower(),
-                )
-            )
-        if not rows and source_data is None:
+        if not batch and source_data is None:
             return 0
         with self._tx() as db:
             if source_data is not None:
@@ -248,51 +298,10 @@ class SqliteStore:
                         zlib.compress(source_data, 6),
                     ),
                 )
-            if not rows:
+            if not batch:
                 return 0
-            db.execute("CREATE TEMP TABLE IF NOT EXISTS batch (id TEXT PRIMARY KEY, text TEXT)")
-            db.execute("DELETE FROM temp.batch")
-            db.executemany(
-                "INSERT OR REPLACE INTO temp.batch (id, text) VALUES (?, ?)",
-                [(r[1], r[-1]) for r in rows],
-            )
-            old = "SELECT rid FROM objects WHERE scenario = ? AND id IN (SELECT id FROM temp.batch)"
-            for table in ("objects_wgs", "objects_src", "objects_fts"):
-                key = "rowid" if table == "objects_fts" else "rid"
-                db.execute(f"DELETE FROM {table} WHERE {key} IN ({old})", (scenario,))
-            db.execute(
-                "DELETE FROM objects WHERE scenario = ? AND id IN (SELECT id FROM temp.batch)",
-                (scenario,),
-            )
-            db.executemany(
-                "INSERT INTO objects (scenario, id, type, parent, height, footprint, lod, "
-                "attributes, doc, source, wminx, wminy, wmaxx, wmaxy, "
-                "sminx, sminy, smaxx, smaxy) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [r[:-1] for r in rows],
-            )
-            new = "FROM objects o WHERE o.scenario = ? AND o.id IN (SELECT id FROM temp.batch)"
-            db.execute(
-                f"INSERT INTO objects_wgs SELECT o.rid, o.wminx, o.wmaxx, o.wminy, o.wmaxy "
-                f"{new} AND o.wminx IS NOT NULL",
-                (scenario,),
-            )
-            db.execute(
-                f"INSERT INTO objects_src SELECT o.rid, o.sminx, o.smaxx, o.sminy, o.smaxy "
-                f"{new} AND o.sminx IS NOT NULL",
-                (scenario,),
-            )
-            rids = db.execute(
-                "SELECT o.id, o.rid FROM objects o WHERE o.scenario = ? "
-                "AND o.id IN (SELECT id FROM temp.batch)",
-                (scenario,),
-            ).fetchall()
-            text = {r[1]: r[-1] for r in rows}
-            db.executemany(
-                "INSERT INTO objects_fts (rowid, text) VALUES (?, ?)",
-                [(rid, text[oid]) for oid, rid in rids],
-            )
-        self._written_since += len(rows)
+            self._write_objects(db, scenario, source, batch)
+        self._written_since += len(batch)
         if self._written_since >= max(1000, self._analyzed_at):
             # Fresh statistics after bulk loads, so the planner picks the ordered index;
             # refreshed when the table has (about) doubled, so a load in many batches
@@ -301,18 +310,98 @@ class SqliteStore:
                 self._db.execute("ANALYZE")
             self._analyzed_at += self._written_since
             self._written_since = 0
-        return len(rows)
+        return len(batch)
+
+    def _write_objects(
+        self, db: sqlite3.Connection, scenario: str, source: str, batch: dict[str, TwinObject]
+    ) -> None:
+        """Replace the changed objects of a batch; unchanged ones are not rewritten."""
+        docs = {oid: _json_pair(o) for oid, o in batch.items()}
+        (n_rows,) = db.execute("SELECT count(*) FROM objects").fetchone()
+        stale: list[int] = []
+        if n_rows:
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS batch (id TEXT PRIMARY KEY)")
+            db.execute("DELETE FROM temp.batch")
+            db.executemany("INSERT INTO temp.batch (id) VALUES (?)", ((k,) for k in batch))
+            for rid, oid, attrs, doc, src in db.execute(
+                "SELECT o.rid, o.id, o.attributes, o.doc, o.source FROM objects o "
+                "WHERE o.scenario = ? AND o.id IN (SELECT id FROM temp.batch)",
+                (scenario,),
+            ):
+                if (attrs, bytes(doc)) == docs[oid] and src == source:
+                    del docs[oid]  # an idempotent re-put: nothing to write
+                else:
+                    stale.append(rid)
+        if stale:
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS stale (rid INTEGER PRIMARY KEY)")
+            db.execute("DELETE FROM temp.stale")
+            db.executemany("INSERT INTO temp.stale (rid) VALUES (?)", ((r,) for r in stale))
+            for table, key in (
+                ("objects_box", "rid"),
+                ("objects_fts", "rowid"),
+                ("objects", "rid"),
+            ):
+                db.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT rid FROM temp.stale)")
+        if not docs:
+            return
+        # Ids in order: the (scenario, id) index and the table grow at their right edge.
+        (next_rid,) = db.execute("SELECT COALESCE(max(rid), 0) + 1 FROM objects").fetchone()
+        rows = []
+        boxes = []
+        texts = []
+        rid_of: dict[str, int] = {}
+        for rid, oid in enumerate(sorted(docs), start=next_rid):
+            o = batch[oid]
+            g = o.geometry
+            wb = g.bbox_wgs84 if g else None
+            sb = g.bbox if g else None
+            rows.append(
+                (
+                    rid,
+                    scenario,
+                    oid,
+                    o.type,
+                    o.parent,
+                    g.height if g else None,
+                    g.footprint_area if g else None,
+                    g.lod if g else None,
+                    *docs[oid],
+                    source,
+                    *((wb[0], wb[1], wb[3], wb[4]) if wb else (None,) * 4),
+                    *((sb[0], sb[1], sb[3], sb[4]) if sb else (None,) * 4),
+                )
+            )
+            rid_of[oid] = rid
+            texts.append((rid, searchable_text(o).lower()))
+        # Boxes in the caller's order (a file's objects come roughly tile by tile), not
+        # id order: R*Tree inserts are cheaper when neighbours arrive together.
+        for oid in docs:
+            g = batch[oid].geometry
+            if g is None:
+                continue
+            wb, sb = g.bbox_wgs84, g.bbox
+            w = (wb[0], wb[3], wb[1], wb[4]) if wb else (_NOWHERE,) * 4
+            boxes.append((rid_of[oid], *w, sb[0], sb[3], sb[1], sb[4]))
+        db.executemany(
+            "INSERT INTO objects (rid, scenario, id, type, parent, height, footprint, lod, "
+            "attributes, doc, source, wminx, wminy, wmaxx, wmaxy, sminx, sminy, smaxx, smaxy) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        db.executemany("INSERT INTO objects_box VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", boxes)
+        db.executemany("INSERT INTO objects_fts (rowid, text) VALUES (?, ?)", texts)
 
     def get_object(self, object_id: str, scenario: str = "base") -> TwinObject | None:
         rows = self._read(
-            "SELECT doc FROM objects WHERE scenario = ? AND id = ?", (scenario, object_id)
+            "SELECT attributes, doc FROM objects WHERE scenario = ? AND id = ?",
+            (scenario, object_id),
         )
-        return TwinObject.from_dict(orjson.loads(rows[0][0])) if rows else None
+        return _object(rows[0]) if rows else None
 
     def query_objects(self, query: ObjectQuery) -> Page:
         sql, params = self._compile(query)
         rows = self._read(sql, params)
-        items = [TwinObject.from_dict(orjson.loads(r[0])) for r in rows[: query.limit]]
+        items = [_object(r) for r in rows[: query.limit]]
         nxt = None
         if len(rows) > query.limit and items:
             last = items[-1]
@@ -325,15 +414,14 @@ class SqliteStore:
         where = ["o.scenario = ?"]
         params: list[Any] = [q.scenario]
         if q.bbox is not None:
-            table = "objects_wgs" if q.bbox_crs == "wgs84" else "objects_src"
+            p = "w" if q.bbox_crs == "wgs84" else "s"
             joins.append(
-                f"JOIN {table} r ON r.rid = o.rid AND r.maxx >= ? AND r.minx <= ? "
-                "AND r.maxy >= ? AND r.miny <= ?"
+                f"JOIN objects_box r ON r.rid = o.rid AND r.{p}maxx >= ? AND r.{p}minx <= ? "
+                f"AND r.{p}maxy >= ? AND r.{p}miny <= ?"
             )
             minx, miny, maxx, maxy = q.bbox
             params = [minx, maxx, miny, maxy, *params]
             # The R*Tree stores float32 boxes rounded outward: recheck exactly.
-            p = "w" if q.bbox_crs == "wgs84" else "s"
             where.append(f"o.{p}maxx >= ? AND o.{p}minx <= ? AND o.{p}maxy >= ? AND o.{p}miny <= ?")
             params += [minx, maxx, miny, maxy]
         if q.types:
@@ -343,14 +431,20 @@ class SqliteStore:
             where.append(f"o.id IN ({','.join('?' * len(q.ids))})")
             params += list(q.ids)
         if q.text:
-            if len(q.text) >= 3:
-                # FTS5 trigram: substring match, case-insensitive (quoted as one phrase).
-                where.append("o.rid IN (SELECT rowid FROM objects_fts WHERE objects_fts MATCH ?)")
-                params.append('"' + q.text.lower().replace('"', '""') + '"')
+            # The FTS text is stored lower-cased by Python (SQLite's lower() is ASCII).
+            # LIKE '%q%' is answered from the trigram index (3+ characters); its own
+            # wildcards (% and _ in the user's text) only widen that candidate set, and
+            # instr() keeps exact substring matches.
+            # Shorter needles scan (FTS5 answers a 2-character non-ASCII LIKE wrongly).
+            needle = q.text.lower()
+            if len(needle) >= 3:
+                where.append(
+                    "o.rid IN (SELECT rowid FROM objects_fts WHERE text LIKE ? AND instr(text, ?))"
+                )
+                params += [f"%{needle}%", needle]
             else:
-                # The FTS text is stored lower-cased by Python (SQLite's lower() is ASCII).
                 where.append("o.rid IN (SELECT rowid FROM objects_fts WHERE instr(text, ?))")
-                params.append(q.text.lower())
+                params.append(needle)
         for c in q.conditions:
             clause, cparams = _condition_sql(c)
             where.append(clause)
@@ -378,8 +472,8 @@ class SqliteStore:
         direction = "DESC" if q.descending else "ASC"
         order = ", ".join(f"{part} {direction}" for part in key)
         sql = (
-            f"SELECT o.doc FROM objects o {' '.join(joins)} WHERE {' AND '.join(where)} "
-            f"ORDER BY {order} LIMIT ?"
+            f"SELECT o.attributes, o.doc FROM objects o {' '.join(joins)} "
+            f"WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?"
         )
         params.append(q.limit + 1)
         return sql, params
@@ -414,6 +508,7 @@ class SqliteStore:
         res = ApplyResult()
         if not updates:
             return res
+        rollup: dict[tuple[str, str, int], list[Any]] = {}
         with self._tx() as db:
             for u in updates:
                 value = orjson.dumps(u.value).decode()
@@ -428,6 +523,7 @@ class SqliteStore:
                     res.duplicates += 1
                     continue
                 res.stored += 1
+                _roll(rollup, u.object_id, u.property, u.time, num)
                 # Newest event time wins; a late message only lands in history.
                 cur = db.execute(
                     "INSERT INTO state (object_id, property, value, num, t, source, quality) "
@@ -441,6 +537,7 @@ class SqliteStore:
                     res.latest.append(u)
                 else:
                     res.late += 1
+            _write_rollup(db, rollup)
         return res
 
     def latest(self, object_id: str) -> dict[str, StateValue]:
@@ -479,17 +576,64 @@ class SqliteStore:
     ) -> list[HistoryBucket]:
         if not every > 0:
             raise TwinError("bucket width must be positive")
-        rows = self._read(
-            "SELECT floor(t / ?) * ? AS b, count(*), min(num), avg(num), max(num) "
-            "FROM history WHERE object_id = ? AND property = ? AND t >= ? AND t < ? "
-            "GROUP BY b ORDER BY b LIMIT ?",
-            (every, every, object_id, prop, _lo(since), _hi(until), limit),
-        )
-        return [HistoryBucket(float(b), int(n), lo, mean, hi) for b, n, lo, mean, hi in rows]
+        lo, hi = _lo(since), _hi(until)
+        if every % 60 or every < 60:
+            rows = self._read(
+                "SELECT floor(t / ?) * ? AS b, count(*), count(num), sum(num), min(num), max(num) "
+                "FROM history WHERE object_id = ? AND property = ? AND t >= ? AND t < ? "
+                "GROUP BY b ORDER BY b LIMIT ?",
+                (every, every, object_id, prop, lo, hi, limit),
+            )
+        else:
+            # Whole minutes from the rollup; the partial minutes at either end of the
+            # window from the raw points. Buckets of whole minutes add up exactly.
+            m_lo = math.ceil(lo / 60) if math.isfinite(lo) else -(2**62)
+            m_hi = math.floor(hi / 60) if math.isfinite(hi) else 2**62
+            rows = self._read(
+                "SELECT b, sum(n), sum(n_num), sum(total), min(lo), max(hi) FROM ("
+                " SELECT floor(minute * 60 / ?) * ? AS b, n, n_num, total, lo, hi"
+                " FROM history_1m WHERE object_id = ? AND property = ?"
+                " AND minute >= ? AND minute < ?"
+                " UNION ALL"
+                " SELECT floor(t / ?) * ?, 1, num IS NOT NULL, COALESCE(num, 0), num, num"
+                " FROM history WHERE object_id = ? AND property = ? AND t >= ? AND t < ?"
+                " AND (t < ? OR t >= ?)"
+                ") GROUP BY b ORDER BY b LIMIT ?",
+                (
+                    every,
+                    every,
+                    object_id,
+                    prop,
+                    m_lo,
+                    m_hi,
+                    every,
+                    every,
+                    object_id,
+                    prop,
+                    lo,
+                    hi,
+                    m_lo * 60.0,
+                    m_hi * 60.0,
+                    limit,
+                ),
+            )
+        return [
+            HistoryBucket(float(b), int(n), lo_, (total / n_num) if n_num else None, hi_)
+            for b, n, n_num, total, lo_, hi_ in rows
+        ]
 
     def prune_history(self, before: float) -> int:
         with self._tx() as db:
-            return int(db.execute("DELETE FROM history WHERE t < ?", (before,)).rowcount)
+            n = int(db.execute("DELETE FROM history WHERE t < ?", (before,)).rowcount)
+            # Whole minutes go; the minute holding `before` is recomputed from what is left.
+            cut = math.floor(before / 60)
+            db.execute("DELETE FROM history_1m WHERE minute <= ?", (cut,))
+            db.execute(
+                f"INSERT INTO history_1m {_ROLLUP_SELECT} WHERE t >= ? AND t < ? "
+                "GROUP BY object_id, property, minute",
+                (cut * 60.0, (cut + 1) * 60.0),
+            )
+            return n
 
     # -- audit ---------------------------------------------------------------------------
 
@@ -532,12 +676,58 @@ class SqliteStore:
 def _json_pair(o: TwinObject) -> tuple[str, bytes]:
     """The attributes and the whole object as JSON, or a TwinError naming the object."""
     try:
-        return (
-            orjson.dumps(o.attributes, option=orjson.OPT_NON_STR_KEYS).decode(),
-            orjson.dumps(o.as_dict(), option=orjson.OPT_NON_STR_KEYS),
-        )
+        d = o.as_dict()
+        attrs = orjson.dumps(d.pop("attributes"), option=orjson.OPT_NON_STR_KEYS).decode()
+        return attrs, orjson.dumps(d, option=orjson.OPT_NON_STR_KEYS)
     except TypeError as exc:
         raise TwinError(f"object {o.id!r} cannot be stored: {exc}") from None
+
+
+_ROLLUP_SELECT = (
+    "SELECT object_id, property, CAST(floor(t / 60) AS INTEGER) AS minute, count(*), "
+    "count(num), COALESCE(sum(num), 0), min(num), max(num) FROM history"
+)
+
+
+def _roll(
+    rollup: dict[tuple[str, str, int], list[Any]],
+    object_id: str,
+    prop: str,
+    t: float,
+    num: float | None,
+) -> None:
+    """Add one stored point to the per-minute aggregates of a batch."""
+    key = (object_id, prop, math.floor(t / 60))
+    agg = rollup.get(key)
+    if agg is None:
+        rollup[key] = [1, int(num is not None), num or 0.0, num, num]
+        return
+    agg[0] += 1
+    if num is not None:
+        agg[1] += 1
+        agg[2] += num
+        agg[3] = num if agg[3] is None else min(agg[3], num)
+        agg[4] = num if agg[4] is None else max(agg[4], num)
+
+
+def _write_rollup(db: sqlite3.Connection, rollup: dict[tuple[str, str, int], list[Any]]) -> None:
+    db.executemany(
+        "INSERT INTO history_1m (object_id, property, minute, n, n_num, total, lo, hi) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (object_id, property, minute) DO UPDATE "
+        "SET n = n + excluded.n, n_num = n_num + excluded.n_num, "
+        "total = total + excluded.total, "
+        "lo = min(COALESCE(lo, excluded.lo), COALESCE(excluded.lo, lo)), "
+        "hi = max(COALESCE(hi, excluded.hi), COALESCE(excluded.hi, hi))",
+        [(*k, *v) for k, v in rollup.items()],
+    )
+
+
+def _object(row: Sequence[Any]) -> TwinObject:
+    """A stored row ``(attributes, doc)`` back to an object (the doc omits attributes)."""
+    d = orjson.loads(row[1])
+    if "attributes" not in d:
+        d["attributes"] = orjson.loads(row[0])
+    return TwinObject.from_dict(d)
 
 
 def _py_lower(value: Any) -> Any:
