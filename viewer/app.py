@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from viewer.deps import Services
 from viewer.errors import LimitMiddleware, install_error_handlers
+from viewer.fastpath import ObjectReadFastPath
 from viewer.routes import objects, scene, state, system
 
 __all__ = ["create_app", "prune_history"]
@@ -29,11 +30,13 @@ def prune_history(services: Services, now: float | None = None) -> int:
     return services.store.prune_history(cutoff)
 
 
-def create_app(services: Services) -> FastAPI:
+def create_app(services: Services, *, fast_path: bool = True) -> FastAPI:
     """Build the app on wired services (see :func:`viewer.bootstrap.bootstrap`).
 
     Args:
         services: store, scene cache, tokens and settings.
+        fast_path: answer found objects of ``GET /api/objects/{id}`` before routing
+            (:mod:`viewer.fastpath`); off only to compare against the route in tests.
 
     Returns:
         The application.
@@ -77,4 +80,9 @@ def create_app(services: Services) -> FastAPI:
         max_body=services.settings.max_body_bytes,
         max_query=services.settings.max_query_bytes,
     )
+    if fast_path:
+        # Outermost: the hot read skips routing and the middleware stack entirely.
+        app.add_middleware(
+            ObjectReadFastPath, services=services, max_query=services.settings.max_query_bytes
+        )
     return app

@@ -130,7 +130,7 @@ def _summary(o: TwinObject) -> dict[str, Any]:
     }
 
 
-def _full(o: TwinObject, state: dict[str, StateValue]) -> dict[str, Any]:
+def full_object(o: TwinObject, state: dict[str, StateValue]) -> dict[str, Any]:
     return {
         **_summary(o),
         "scenario": o.scenario,
@@ -160,7 +160,7 @@ async def read_object(
     obj = services.store.get_object(object_id, scenario)
     if obj is None:
         raise NotFound(f"no object with id {object_id!r} in scenario {scenario!r}")
-    return JSONBody(_full(obj, services.store.latest(object_id)))
+    return JSONBody(full_object(obj, services.store.latest(object_id)))
 
 
 @router.get(
@@ -292,4 +292,4 @@ async def patch_object(
             obj.attributes[key] = value
     services.store.put_objects([obj], scenario=scenario, source="api")
     services.audit(caller, "patch_object", [object_id], ",".join(sorted(patch.attributes)))
-    return JSONBody(_full(obj, services.store.latest(object_id)))
+    return JSONBody(full_object(obj, services.store.latest(object_id)))
