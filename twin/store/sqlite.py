@@ -589,15 +589,17 @@ class SqliteStore:
             # window from the raw points. Buckets of whole minutes add up exactly.
             m_lo = math.ceil(lo / 60) if math.isfinite(lo) else -(2**62)
             m_hi = math.floor(hi / 60) if math.isfinite(hi) else 2**62
+            # Each raw part is one index range on (object_id, property, t).
+            raw = (
+                "SELECT floor(t / ?) * ?, 1, num IS NOT NULL, COALESCE(num, 0), num, num "
+                "FROM history WHERE object_id = ? AND property = ? AND t >= ? AND t < ?"
+            )
             rows = self._read(
                 "SELECT b, sum(n), sum(n_num), sum(total), min(lo), max(hi) FROM ("
                 " SELECT floor(minute * 60 / ?) * ? AS b, n, n_num, total, lo, hi"
                 " FROM history_1m WHERE object_id = ? AND property = ?"
                 " AND minute >= ? AND minute < ?"
-                " UNION ALL"
-                " SELECT floor(t / ?) * ?, 1, num IS NOT NULL, COALESCE(num, 0), num, num"
-                " FROM history WHERE object_id = ? AND property = ? AND t >= ? AND t < ?"
-                " AND (t < ? OR t >= ?)"
+                f" UNION ALL {raw} UNION ALL {raw}"
                 ") GROUP BY b ORDER BY b LIMIT ?",
                 (
                     every,
@@ -606,14 +608,9 @@ class SqliteStore:
                     prop,
                     m_lo,
                     m_hi,
-                    every,
-                    every,
-                    object_id,
-                    prop,
-                    lo,
-                    hi,
-                    m_lo * 60.0,
-                    m_hi * 60.0,
+                    # the partial minute(s) before the first whole one, and after the last
+                    *(every, every, object_id, prop, lo, min(hi, m_lo * 60.0)),
+                    *(every, every, object_id, prop, max(lo, m_hi * 60.0), hi),
                     limit,
                 ),
             )
