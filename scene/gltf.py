@@ -29,6 +29,7 @@ import orjson
 from scene.triangulate import triangulate
 from twin.errors import SceneError
 from twin.geometry import CityModel
+from twin.network import Network, ToWgs84
 from twin.perf import gc_paused
 
 __all__ = [
@@ -106,6 +107,7 @@ KEY_ATTRIBUTES = (
     "status",
 )
 _PROP_NAME = re.compile(r"[^A-Za-z0-9_]")
+_EPSG_CODE = re.compile(r"EPSG(?::+|/0/|/)(\d+)$", re.IGNORECASE)
 
 
 @dataclass
@@ -297,6 +299,84 @@ class GlbBuilder:
                     height=gs.height if gs else None,
                     footprint=gs.footprint_area if gs else None,
                     attrs={k: o.attributes[k] for k in KEY_ATTRIBUTES if k in o.attributes},
+                )
+            )
+
+    def add_network(self, net: Network, to_wgs84: ToWgs84 | None = None) -> None:
+        """Append a network's tubes, ribbons and node markers, one row per asset.
+
+        The network shares the scene's local frame and feature-id scheme with the
+        buildings: it must be in the same CRS (a different EPSG code is recorded as a
+        warning, since e.g. EPSG:7415 and EPSG:28992 share their plan coordinates).
+
+        Args:
+            net: the network (see :func:`scene.network.network_mesh` for the geometry).
+            to_wgs84: accepted for symmetry with :meth:`Network.to_objects`; the GLB
+                stores only the local frame, so it is not used here.
+
+        Raises:
+            SceneError: coordinates too far from the origin for float32.
+        """
+        from scene.network import network_mesh
+
+        del to_wgs84  # the GLB keeps source-CRS coordinates (origin + local)
+        bbox = net.bbox()
+        if bbox is None:
+            return
+        self.n_objects += net.n_nodes + net.n_edges
+        net_epsg = _epsg_of(net.crs)
+        if self.crs is None:
+            self.crs, self.epsg = net.crs, net_epsg
+        elif net_epsg is not None and self.epsg is not None and net_epsg != self.epsg:
+            self.stats.warnings.append(
+                f"network {net.id!r} is in {net.crs}, the scene in EPSG:{self.epsg}"
+            )
+        if self.origin is None:
+            self.origin = np.array([(bbox[0] + bbox[3]) / 2, (bbox[1] + bbox[4]) / 2, bbox[2]])
+            self.stats.origin = (
+                float(self.origin[0]),
+                float(self.origin[1]),
+                float(self.origin[2]),
+            )
+        mesh = network_mesh(net, self.origin)
+        base = len(self.rows)
+        for part in mesh.parts:
+            if part.positions.size == 0:
+                continue
+            local = _to_gltf_axes(part.positions).astype(np.float32)
+            if not np.isfinite(local).all():
+                raise SceneError(
+                    f"network {net.id!r}: coordinates too far from the scene origin for "
+                    f"float32 (origin {self.stats.origin}); is it in the scene's CRS?"
+                )
+            spec = _Spec(f"network:{part.look}", part.color, roughness=part.roughness)
+            group = self._group(spec, TRIANGLES)
+            group.add(
+                local,
+                _to_gltf_axes(part.normals).astype(np.float32),
+                part.feature + base,
+                part.indices.reshape(-1).astype(np.int64),
+            )
+            self.stats.triangles += int(part.indices.shape[0])
+        for asset in mesh.feature_ids:
+            if net.is_edge(asset):
+                d = net.edge(asset)[2]
+                attrs = d["attributes"]
+                size = attrs.get("diameter") or attrs.get("width")
+            else:
+                d = net.node(asset)
+                attrs = d["attributes"]
+                size = attrs.get("diameter")
+            height = float(size) if isinstance(size, int | float) else None
+            self.rows.append(
+                _Row(
+                    id=asset,
+                    type=net.object_type(d["type"]),
+                    parent="",
+                    lod="",
+                    height=height,
+                    footprint=None,
+                    attrs={k: attrs[k] for k in KEY_ATTRIBUTES if k in attrs},
                 )
             )
 
@@ -512,6 +592,11 @@ class _Layout:
 
 def _to_gltf_axes(xyz: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return np.column_stack([xyz[:, 0], xyz[:, 2], -xyz[:, 1]])
+
+
+def _epsg_of(crs: str | None) -> int | None:
+    m = _EPSG_CODE.search(crs.strip()) if crs else None
+    return int(m.group(1)) if m else None
 
 
 def _lod_key(lod: str) -> float:
