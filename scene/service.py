@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from scene.gltf import GlbBuilder
 from twin.errors import NotFound
+from twin.network import network_from_json
+from twin.network_index import NETWORK_SOURCE_PREFIX
 from twin.store.base import StateStore
 
 __all__ = ["SceneCache", "SceneGlb"]
@@ -60,9 +62,16 @@ class SceneCache:
             if cached is not None and cached.etag == etag:
                 return cached
             builder = GlbBuilder(scenario)
-            for info in infos:
+            # Cities first: they fix the scene origin; networks are stored in the city's CRS
+            # (see ingest.networks.place) and drawn in the same frame.
+            networks = [i for i in infos if i.name.startswith(NETWORK_SOURCE_PREFIX)]
+            for info in [i for i in infos if i not in networks] + networks:
                 data = self.store.get_source(info.name, scenario)
-                if data is not None:
+                if data is None:
+                    continue
+                if info in networks:
+                    builder.add_network(network_from_json(data))
+                else:
                     builder.add(parse_cityjson(data, source=info.name))
             buf = io.BytesIO()
             stats = builder.write(buf)

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from viewer.deps import Services
 from viewer.errors import LimitMiddleware, install_error_handlers
 from viewer.fastpath import ObjectReadFastPath
-from viewer.routes import objects, scene, state, system
+from viewer.routes import networks, objects, scene, state, system
 
 __all__ = ["create_app", "prune_history"]
 
@@ -73,6 +73,7 @@ def create_app(services: Services, *, fast_path: bool = True) -> FastAPI:
     app.include_router(objects.router)
     app.include_router(state.router)
     app.include_router(scene.router)
+    app.include_router(networks.router)
     # GZip skips responses that already have Content-Encoding (the GLB) and 206s.
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.add_middleware(

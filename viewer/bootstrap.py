@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from scene.service import SceneCache
+from twin.network_index import NetworkIndex
 from twin.store import open_store
 from viewer.auth import parse_tokens
 from viewer.deps import Services
@@ -20,4 +21,10 @@ def bootstrap(settings: Settings | None = None) -> Services:
     settings = settings or Settings()
     tokens = parse_tokens(settings.tokens)
     store = open_store(settings.db)
-    return Services(settings=settings, store=store, scenes=SceneCache(store), tokens=tokens)
+    return Services(
+        settings=settings,
+        store=store,
+        scenes=SceneCache(store),
+        tokens=tokens,
+        networks=NetworkIndex(store),
+    )

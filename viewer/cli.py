@@ -37,6 +37,11 @@ DEMO_DIR = Path(__file__).resolve().parent / "demo"
 DEMO_CITIES = {
     "delft": DEMO_DIR / "delft.city.json",
     "zurich": DEMO_DIR / "zurich_subset_lod2.city.json",
+    "helsinki": DEMO_DIR / "helsinki_center.osm.pbf",
+}
+DEMO_NETWORKS = {
+    # Real networks from elsewhere, placed on the demo city as labelled stand-ins.
+    "delft": [DEMO_DIR / "net3.inp", DEMO_DIR / "mv_oberrhein.json"],
 }
 
 LodOpt = Annotated[
@@ -265,14 +270,53 @@ def _settings(**overrides: Any) -> Any:
     return Settings(**values)
 
 
+def _is_cityjson(path: Path) -> bool:
+    """True for CityJSON / CityJSONSeq files (sniffed), False for network formats."""
+    name = path.name.lower()
+    if not name.endswith((".json", ".jsonl", ".city.json")):
+        return False
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(65536)
+    except OSError:
+        return True  # let the CityJSON reader report the unreadable file
+    return b"CityJSON" in head or (
+        b"pandapowerNet" not in head and b"FeatureCollection" not in head
+    )
+
+
 @app.command()
 def ingest(
-    cities: Annotated[list[Path], typer.Argument(help="CityJSON / CityJSONSeq files")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="CityJSON / CityJSONSeq cities, and networks: EPANET .inp, pandapower .json, "
+            "GeoJSON, GeoPackage, OpenStreetMap .osm/.pbf (roads, pipelines and LoD1 buildings)"
+        ),
+    ],
     db: DbOpt = None,
     lod: LodOpt = None,
     scenario: Annotated[str, typer.Option(help="scenario to load into")] = "base",
+    network_id: Annotated[
+        str | None,
+        typer.Option("--network-id", help="id of the network (default: its kind, e.g. water)"),
+    ] = None,
+    georef: Annotated[
+        str | None,
+        typer.Option(
+            help="georeference for networks without a CRS: 'origin=x,y,z;scale=s;rotation=deg;"
+            "crs=EPSG:n' or a .json/.toml file with those keys"
+        ),
+    ] = None,
+    fit: Annotated[
+        bool,
+        typer.Option("--fit", help="place a network onto the city's area as a labelled stand-in"),
+    ] = False,
+    link_distance: Annotated[
+        float, typer.Option(help="link buildings to the nearest network node within (m)")
+    ] = 150.0,
 ) -> None:
-    """Load city files into the twin store: all-or-nothing per file, idempotent on re-run."""
+    """Load cities and networks into the twin store: all-or-nothing per file, idempotent."""
     from twin.store import open_store
 
     settings = _settings(db=db)
@@ -280,6 +324,9 @@ def ingest(
     t0 = time.perf_counter()
     total = 0
     try:
+        # Cities first: networks are placed in the city's CRS and linked to its buildings.
+        cities = [f for f in files if _is_cityjson(f)]
+        networks = [f for f in files if f not in cities]
         for city in cities:
             t1 = time.perf_counter()
             # The whole file is read and checked before anything is written, and it is
@@ -291,13 +338,75 @@ def ingest(
             dt = time.perf_counter() - t1
             typer.echo(f"{city}: {n:,} objects in {dt:.2f} s ({n / max(dt, 1e-9):,.0f}/s)")
             _print_warnings(model)
+        for path in networks:
+            total += _ingest_network(store, path, scenario, network_id, georef, fit, link_distance)
     finally:
         store.close()
     dt = time.perf_counter() - t0
     typer.echo(
-        f"{settings.db}: {total:,} objects from {len(cities)} file(s) in {dt:.2f} s "
+        f"{settings.db}: {total:,} objects from {len(files)} file(s) in {dt:.2f} s "
         f"({total / max(dt, 1e-9):,.0f} objects/s)"
     )
+
+
+def _ingest_network(
+    store: Any,
+    path: Path,
+    scenario: str,
+    network_id: str | None,
+    georef: str | None,
+    fit: bool,
+    link_distance: float,
+) -> int:
+    """Read, place, link and store the network(s) of one file; return objects written."""
+    from ingest.networks import detect_format, read_network
+    from ingest.networks.georef import Georeference
+    from ingest.networks.place import city_frame, place_network, store_network
+
+    t1 = time.perf_counter()
+    if not path.is_file():
+        raise TwinError(f"{path}: no such file")
+    fmt = detect_format(path)
+    geo = None
+    if georef:
+        geo = Georeference.load(georef) if Path(georef).is_file() else Georeference.parse(georef)
+    options: dict[str, Any] = {}
+    if network_id and fmt != "osm":
+        options["network_id"] = network_id
+    nets = read_network(path, fmt, **options)
+    frame = city_frame(store, scenario)
+    written = 0
+    if fmt == "osm":
+        written += _ingest_osm_buildings(store, path, scenario)
+        frame = city_frame(store, scenario)
+    for net in nets:
+        place_network(net, frame, georef=geo, fit=fit)
+        n = store_network(store, net, frame, scenario=scenario, link_distance=link_distance)
+        written += n
+        typer.echo(
+            f"{path}: network {net.id!r} ({net.kind}) {net.n_nodes:,} nodes, "
+            f"{net.n_edges:,} edges, {len(net.links):,} buildings linked"
+            + (" [stand-in placed on the city]" if net.attributes.get("stand_in") else "")
+        )
+    dt = time.perf_counter() - t1
+    typer.echo(f"{path}: {written:,} objects in {dt:.2f} s")
+    return written
+
+
+def _ingest_osm_buildings(store: Any, path: Path, scenario: str) -> int:
+    """OSM building footprints, extruded to LoD1, stored as a CityJSON source."""
+    import orjson
+
+    from ingest.cityjson import parse_cityjson
+    from ingest.networks.osm import read_osm_buildings
+
+    result = read_osm_buildings(path)
+    data = orjson.dumps(result.doc)
+    name = path.name.split(".")[0] + ".buildings.city.json"
+    model = parse_cityjson(data, source=name)
+    n = int(store.put_objects(model.twin, scenario=scenario, source=name, source_data=data))
+    typer.echo(f"{path}: {n:,} LoD1 buildings from OSM footprints ({result.skipped} skipped)")
+    return n
 
 
 HostOpt = Annotated[str | None, typer.Option(help="address to listen on (TWIN_HOST)")]
@@ -352,8 +461,14 @@ def demo(
     url = f"sqlite:///{db}"
     store = open_store(url)
     try:
-        model = _load(path, None)
-        n = store.put_objects(model.twin, source=path.name, source_data=path.read_bytes())
+        if _is_cityjson(path):
+            model = _load(path, None)
+            n = store.put_objects(model.twin, source=path.name, source_data=path.read_bytes())
+        else:
+            # An OpenStreetMap city: real buildings, streets and pipelines, co-located.
+            n = _ingest_network(store, path, "base", None, None, False, 150.0)
+        for net_path in DEMO_NETWORKS.get(city, []):
+            n += _ingest_network(store, net_path, "base", None, None, True, 150.0)
         scene = SceneCache(store).get()
     finally:
         store.close()

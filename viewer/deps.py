@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from scene.service import SceneCache
+from twin.network_index import NetworkIndex
 from twin.state import AuditEntry
 from twin.store.base import StateStore
 from viewer.auth import Caller, authorize
@@ -26,6 +27,7 @@ class Services:
     store: StateStore
     scenes: SceneCache
     tokens: dict[str, Caller]
+    networks: NetworkIndex
     started: float = field(default_factory=time.time)
 
     def audit(self, caller: Caller, action: str, object_ids: list[str], detail: str = "") -> None:

@@ -72,7 +72,11 @@ class ObjectReadFastPath:
             obj = store.get_object(object_id, scenario)
             if obj is None:
                 return None
-            content = full_object(obj, store.latest(object_id))
+            content = full_object(
+                obj,
+                store.latest(object_id),
+                self.services.networks.relations(object_id, scenario),
+            )
             return orjson.dumps(
                 content, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
             )

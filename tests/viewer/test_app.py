@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from ingest.cityjson import load_cityjson
 from scene.service import SceneCache
 from twin.geometry import CityModel
+from twin.network_index import NetworkIndex
 from twin.store import MemoryStore
 from viewer.app import create_app
 from viewer.deps import Services
@@ -33,7 +34,11 @@ def zurich(cityjson_dir: Path) -> tuple[CityModel, bytes]:
 
 def _services(store: MemoryStore) -> Services:
     return Services(
-        settings=Settings(db="memory://"), store=store, scenes=SceneCache(store), tokens={}
+        settings=Settings(db="memory://"),
+        store=store,
+        scenes=SceneCache(store),
+        tokens={},
+        networks=NetworkIndex(store),
     )
 
 

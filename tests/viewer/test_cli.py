@@ -180,11 +180,18 @@ def test_demo_no_serve(tmp_path: Path) -> None:
     r = twin("demo", "--no-serve", "--db", db, cwd=tmp_path)
     _no_crash(r)
     assert r.returncode == 0, r.stderr
-    assert "570 objects" in r.stdout and "570 pickable features" in r.stdout
+    # Delft's 570 city objects, plus the two stand-in networks (97 + 119 water assets from
+    # Net3, 972 power assets), every one of them a pickable feature of the scene.
+    assert "1,758 objects" in r.stdout and "1,758 pickable features" in r.stdout
     store = open_store(f"sqlite:///{db}")
     try:
-        assert store.count() == 570
-        assert [s.name for s in store.sources()] == ["delft.city.json"]
+        assert store.count() == 1758
+        assert [s.name for s in store.sources()] == [
+            "delft.city.json",
+            "network:water",
+            "network:power",
+        ]
+        assert store.counts_by_type()["WaterPipe"] == 117
     finally:
         store.close()
 

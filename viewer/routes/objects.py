@@ -66,6 +66,11 @@ class ObjectOut(BaseModel):
     )
     geometry: GeometryOut | None
     state: dict[str, StateOut]
+    relations: dict[str, Any] | None = Field(
+        default=None,
+        description="network relations: for a network asset its network, neighbours and "
+        "served buildings; for a building the network nodes serving it",
+    )
 
 
 class ObjectSummary(BaseModel):
@@ -130,7 +135,10 @@ def _summary(o: TwinObject) -> dict[str, Any]:
     }
 
 
-def full_object(o: TwinObject, state: dict[str, StateValue]) -> dict[str, Any]:
+def full_object(
+    o: TwinObject, state: dict[str, StateValue], relations: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The body of ``GET /api/objects/{id}`` (also built by :mod:`viewer.fastpath`)."""
     return {
         **_summary(o),
         "scenario": o.scenario,
@@ -138,6 +146,7 @@ def full_object(o: TwinObject, state: dict[str, StateValue]) -> dict[str, Any]:
         "children": o.children,
         "members": o.extra,
         "state": {k: v.as_dict() for k, v in state.items()},
+        "relations": relations,
     }
 
 
@@ -160,7 +169,13 @@ async def read_object(
     obj = services.store.get_object(object_id, scenario)
     if obj is None:
         raise NotFound(f"no object with id {object_id!r} in scenario {scenario!r}")
-    return JSONBody(full_object(obj, services.store.latest(object_id)))
+    return JSONBody(
+        full_object(
+            obj,
+            services.store.latest(object_id),
+            services.networks.relations(object_id, scenario),
+        )
+    )
 
 
 @router.get(
@@ -292,4 +307,10 @@ async def patch_object(
             obj.attributes[key] = value
     services.store.put_objects([obj], scenario=scenario, source="api")
     services.audit(caller, "patch_object", [object_id], ",".join(sorted(patch.attributes)))
-    return JSONBody(full_object(obj, services.store.latest(object_id)))
+    return JSONBody(
+        full_object(
+            obj,
+            services.store.latest(object_id),
+            services.networks.relations(object_id, scenario),
+        )
+    )
