@@ -85,6 +85,24 @@ class Network:
     links: dict[str, str] = field(default_factory=dict)
     attributes: dict[str, Any] = field(default_factory=dict)
     _edges: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    _adj: dict[str, list[tuple[str, str]]] | None = field(default=None, repr=False)
+    _supplied_all: set[str] | None = field(default=None, repr=False)
+
+    def _touch(self) -> None:
+        self._adj = None
+        self._supplied_all = None
+
+    def adjacency(self) -> dict[str, list[tuple[str, str]]]:
+        """node -> [(next node, edge id)] along which supply flows (both ways when
+        undirected); built once and reused by every impact query."""
+        if self._adj is None:
+            adj: dict[str, list[tuple[str, str]]] = {n: [] for n in self.graph.nodes}
+            for eid, (u, v) in self._edges.items():
+                adj[u].append((v, eid))
+                if not self.directed:
+                    adj[v].append((u, eid))
+            self._adj = adj
+        return self._adj
 
     # -- building -----------------------------------------------------------------
     def add_node(
@@ -106,6 +124,7 @@ class Network:
         )
         if source:
             self.sources.add(nid)
+        self._touch()
         return nid
 
     def add_edge(
@@ -139,6 +158,7 @@ class Network:
             attrs["length"] = polyline_length(pts)
         self.graph.add_edge(u, v, key=eid, type=type, coords=pts, attributes=attrs)
         self._edges[eid] = (u, v)
+        self._touch()
         return eid
 
     # -- lookup -------------------------------------------------------------------
@@ -515,20 +535,17 @@ class Impact:
         }
 
 
-def _supplied(net: Network, g: nx.MultiDiGraph) -> set[str]:
-    alive = [s for s in net.sources if s in g]
-    if not alive:
-        return set()
-    if net.directed:
-        seen: set[str] = set(alive)
-        for s in alive:
-            seen |= nx.descendants(g, s)
-        return seen
-    und = g.to_undirected(as_view=True)
-    seen = set()
-    for s in alive:
-        if s not in seen:
-            seen |= nx.node_connected_component(und, s)
+def _supplied(net: Network, failed: set[str]) -> set[str]:
+    """Nodes reachable from a working source without passing a failed node or edge."""
+    adj = net.adjacency()
+    seen = {s for s in net.sources if s in adj and s not in failed}
+    stack = list(seen)
+    while stack:
+        n = stack.pop()
+        for m, eid in adj[n]:
+            if m not in seen and eid not in failed and m not in failed:
+                seen.add(m)
+                stack.append(m)
     return seen
 
 
@@ -543,16 +560,18 @@ def failure_impact(net: Network, failed: Iterable[str]) -> Impact:
         NotFound: an unknown asset id.
         TwinError: the network has no source to measure from.
     """
-    failed_l = sorted(set(failed))
+    failed_s = set(failed)
+    for a in failed_s:
+        _check(net, a)
+    failed_l = sorted(failed_s)
     if not net.sources:
         raise TwinError(f"network {net.id!r} has no source (reservoir, tank, substation)")
-    before = _supplied(net, net.graph)
-    g = _without(net, failed_l)
-    after = _supplied(net, g)
-    failed_s = set(failed_l)
-    lost = (before - after) - failed_s
-    cut_nodes = sorted(n for n in lost if n in g)
-    lost_set = set(cut_nodes) | failed_s
+    # A plain BFS over a cached adjacency list: no graph copy per query.
+    if net._supplied_all is None:
+        net._supplied_all = _supplied(net, set())
+    after = _supplied(net, failed_s)
+    lost_set = (net._supplied_all - after) | failed_s
+    cut_nodes = sorted(n for n in lost_set - failed_s if n in net.graph)
     cut_edges = sorted(
         k
         for k, (u, v) in net._edges.items()
