@@ -40,6 +40,7 @@ test: lint typecheck pytest
 bench: setup
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/store.py
+	$(BIN)/python bench/networks.py
 	$(BIN)/python bench/api.py
 
 clean:

@@ -409,6 +409,34 @@ def _ingest_osm_buildings(store: Any, path: Path, scenario: str) -> int:
     return n
 
 
+@app.command("osm-buildings")
+def osm_buildings(
+    source: Annotated[Path, typer.Argument(help="OpenStreetMap .osm.pbf or .osm file")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="CityJSON file to write")],
+    default_height: Annotated[
+        float, typer.Option(help="height (m) of buildings with no height or levels tag")
+    ] = 9.0,
+) -> None:
+    """Extrude OSM building footprints (height / building:levels) to LoD1 CityJSON 2.0."""
+    import orjson
+
+    from ingest.cityjson import parse_cityjson
+    from ingest.networks.osm import read_osm_buildings
+
+    if not source.is_file():
+        raise TwinError(f"{source}: no such file")
+    result = read_osm_buildings(source, default_height=default_height)
+    data = orjson.dumps(result.doc)
+    parse_cityjson(data, source=output.name)  # what we write must read back
+    tmp = output.with_name(f".{output.name}.part")
+    tmp.write_bytes(data)
+    os.replace(tmp, output)
+    typer.echo(
+        f"{output}: {result.count:,} LoD1 buildings ({result.skipped} footprints skipped: "
+        "clipped or degenerate)"
+    )
+
+
 HostOpt = Annotated[str | None, typer.Option(help="address to listen on (TWIN_HOST)")]
 PortOpt = Annotated[int | None, typer.Option(help="port (TWIN_PORT)")]
 

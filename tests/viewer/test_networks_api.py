@@ -240,3 +240,20 @@ def test_helsinki_demo_has_real_colocated_buildings_streets_and_pipes(tmp_path: 
         assert overlap_x > 500 and overlap_y > 500
     finally:
         services.store.close()
+
+
+def test_osm_buildings_export_to_valid_cityjson(tmp_path: Path) -> None:
+    pytest.importorskip("osmium", reason="the osm extra (pyosmium) is not installed")
+    from ingest.cityjson import load_cityjson
+    from ingest.validate import validate_path
+
+    out = tmp_path / "helsinki.city.json"
+    res = CliRunner().invoke(
+        app, ["osm-buildings", str(DEMO_DIR / "helsinki_center.osm.pbf"), "-o", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    model = load_cityjson(out)
+    n = sum(1 for o in model.twin if o.type == "Building")
+    assert f"{n:,} LoD1 buildings" in res.output and n > 400
+    report = validate_path(out)
+    assert report.errors == []
