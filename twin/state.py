@@ -9,6 +9,7 @@ from typing import Any
 __all__ = [
     "ApplyResult",
     "AuditEntry",
+    "DeadLetter",
     "HistoryBucket",
     "HistoryPoint",
     "StateUpdate",
@@ -109,3 +110,15 @@ class AuditEntry:
     action: str
     object_ids: tuple[str, ...] = ()
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A feed message (or one value of it) refused, with the reason: never silently dropped."""
+
+    feed: str
+    reason: str
+    payload: str
+    time: float
+    entity: str | None = None
+    property: str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from scene.service import SceneCache
+from sync.bus import open_bus
 from twin.network_index import NetworkIndex
 from twin.store import open_store
 from viewer.auth import parse_tokens
@@ -27,4 +28,5 @@ def bootstrap(settings: Settings | None = None) -> Services:
         scenes=SceneCache(store),
         tokens=tokens,
         networks=NetworkIndex(store),
+        bus=open_bus(settings.bus),
     )

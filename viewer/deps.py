@@ -10,8 +10,10 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from scene.service import SceneCache
+from sync.bus import InProcessBus
+from sync.model import EventBus
 from twin.network_index import NetworkIndex
-from twin.state import AuditEntry
+from twin.state import AuditEntry, StateUpdate
 from twin.store.base import StateStore
 from viewer.auth import Caller, authorize
 from viewer.settings import Settings
@@ -28,7 +30,27 @@ class Services:
     scenes: SceneCache
     tokens: dict[str, Caller]
     networks: NetworkIndex
+    bus: EventBus = field(default_factory=InProcessBus)
     started: float = field(default_factory=time.time)
+
+    async def publish_latest(self, updates: list[StateUpdate]) -> None:
+        """Tell every viewer about new latest values (late messages are not news)."""
+        if updates:
+            await self.bus.publish(
+                {
+                    "kind": "state",
+                    "updates": [
+                        {
+                            "id": u.object_id,
+                            "property": u.property,
+                            "value": u.value,
+                            "time": u.time,
+                            "source": u.source,
+                        }
+                        for u in updates
+                    ],
+                }
+            )
 
     def audit(self, caller: Caller, action: str, object_ids: list[str], detail: str = "") -> None:
         """Append a write to the audit log."""

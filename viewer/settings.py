@@ -22,3 +22,11 @@ class Settings(BaseSettings):
     max_batch: int = 10_000
     history_retention_days: float | None = None
     scenario: str = "base"
+    # Event bus for several workers: memory:// (one process), nats://127.0.0.1:4222,
+    # redis://127.0.0.1:6379/0.
+    bus: str = "memory://"
+    # Feeds to run in the server, whitespace- or comma-separated URLs:
+    # mqtt://127.0.0.1:1883/city/# , replay:FILE?speed=10
+    feeds: str = ""
+    # A TOML/JSON file with [mapping], [[alerts]] and [styles] sections.
+    config: str | None = None

@@ -1265,3 +1265,42 @@ def test_every_store_has_the_protocol(store: StateStore) -> None:
     assert isinstance(store, StateStore)
     assert isinstance(store.apply_updates([]), ApplyResult)
     assert store.put_objects([]) == 0
+
+
+# --------------------------------------------------------------------------- dead letters, alerts
+
+
+def test_dead_letters_newest_first_per_feed(store: StateStore) -> None:
+    from twin.state import DeadLetter
+
+    recs = [
+        DeadLetter("mqtt", "unknown object", '{"id":"x"}', 5.0, "x", "p"),
+        DeadLetter("http", "NaN", "{}", 7.0),
+        DeadLetter("mqtt", "bad time", "payload ü", 9.0, None, None),
+    ]
+    store.append_rejected(recs[:2])
+    store.append_rejected(recs[2:])
+    store.append_rejected([])
+    assert store.list_rejected("mqtt") == [recs[2], recs[0]]
+    assert store.list_rejected() == [recs[2], recs[1], recs[0]]
+    assert store.list_rejected("mqtt", limit=1) == [recs[2]]
+    assert store.list_rejected(before=9.0) == [recs[1], recs[0]]
+    assert store.list_rejected("nope") == []
+
+
+def test_alerts_put_replace_and_list(store: StateStore) -> None:
+    from twin.alerts import Alert
+
+    a = Alert("a1", "low", "j1", "pressure", "open", "warning", 1.5, 10.0, "m", updated=10.0)
+    b = Alert("a2", "hot", "l1", "loading", "open", "critical", 95, 11.0, updated=11.0)
+    store.put_alert(a)
+    store.put_alert(b)
+    assert store.get_alert("a1") == a and store.get_alert("zz") is None
+    assert [x.id for x in store.list_alerts()] == ["a2", "a1"]
+    acked = a.acknowledge("eng", 20.0)
+    store.put_alert(acked)
+    assert store.get_alert("a1") == acked
+    assert [x.id for x in store.list_alerts()] == ["a1", "a2"]
+    assert [x.id for x in store.list_alerts(state="open")] == ["a2"]
+    assert [x.id for x in store.list_alerts(state="acknowledged", object_id="j1")] == ["a1"]
+    assert store.list_alerts(object_id="l1", limit=5) == [b]

@@ -6,11 +6,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from twin.alerts import Alert
 from twin.objects import TwinObject
 from twin.query import ObjectQuery
 from twin.state import (
     ApplyResult,
     AuditEntry,
+    DeadLetter,
     HistoryBucket,
     HistoryPoint,
     StateUpdate,
@@ -162,6 +164,30 @@ class StateStore(Protocol):
 
     def list_audit(self, *, limit: int = 100, before: float | None = None) -> list[AuditEntry]:
         """Newest audit entries first."""
+        ...
+
+    def append_rejected(self, records: Sequence[DeadLetter]) -> None:
+        """Store dead-letter records (refused feed messages) with their reasons."""
+        ...
+
+    def list_rejected(
+        self, feed: str | None = None, *, limit: int = 100, before: float | None = None
+    ) -> list[DeadLetter]:
+        """Newest dead letters first, of one feed or all."""
+        ...
+
+    def put_alert(self, alert: Alert) -> None:
+        """Insert or replace an alert (by id)."""
+        ...
+
+    def get_alert(self, alert_id: str) -> Alert | None:
+        """One alert, or None."""
+        ...
+
+    def list_alerts(
+        self, *, state: str | None = None, object_id: str | None = None, limit: int = 100
+    ) -> list[Alert]:
+        """Alerts, most recently changed first; filtered by state and/or object."""
         ...
 
     def stats(self) -> dict[str, int]:

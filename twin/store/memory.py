@@ -10,11 +10,13 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from twin.alerts import Alert
 from twin.objects import TwinObject
 from twin.query import ObjectQuery, compare, encode_cursor
 from twin.state import (
     ApplyResult,
     AuditEntry,
+    DeadLetter,
     HistoryBucket,
     HistoryPoint,
     StateUpdate,
@@ -37,6 +39,8 @@ class MemoryStore:
         # message id -> event time of its point, so pruning the point forgets the id too
         self._msg_ids: dict[str, float] = {}
         self._audit: list[AuditEntry] = []
+        self._rejected: list[DeadLetter] = []
+        self._alerts: dict[str, Alert] = {}
         self._sources: dict[tuple[str, str], tuple[SourceInfo, bytes]] = {}
 
     # -- objects -----------------------------------------------------------------------
@@ -237,6 +241,41 @@ class MemoryStore:
             self._history[key] = hist[i:]
         self._msg_ids = {m: t for m, t in self._msg_ids.items() if t >= before}
         return n
+
+    # -- dead letters, alerts ------------------------------------------------------------
+
+    def append_rejected(self, records: Sequence[DeadLetter]) -> None:
+        self._rejected.extend(records)
+
+    def list_rejected(
+        self, feed: str | None = None, *, limit: int = 100, before: float | None = None
+    ) -> list[DeadLetter]:
+        rows = [
+            (i, r)
+            for i, r in enumerate(self._rejected)
+            if (feed is None or r.feed == feed) and (before is None or r.time < before)
+        ]
+        rows.sort(key=lambda ir: (ir[1].time, ir[0]), reverse=True)
+        return [r for _, r in rows[:limit]]
+
+    def put_alert(self, alert: Alert) -> None:
+        self._alerts.pop(alert.id, None)
+        self._alerts[alert.id] = alert
+
+    def get_alert(self, alert_id: str) -> Alert | None:
+        return self._alerts.get(alert_id)
+
+    def list_alerts(
+        self, *, state: str | None = None, object_id: str | None = None, limit: int = 100
+    ) -> list[Alert]:
+        rows = [
+            (i, a)
+            for i, a in enumerate(self._alerts.values())
+            if (state is None or a.state == state)
+            and (object_id is None or a.object_id == object_id)
+        ]
+        rows.sort(key=lambda ia: (ia[1].updated, ia[0]), reverse=True)
+        return [a for _, a in rows[:limit]]
 
     # -- audit ---------------------------------------------------------------------------
 

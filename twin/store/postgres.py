@@ -26,12 +26,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
 
+from twin.alerts import Alert
 from twin.errors import MissingExtra, TwinError
 from twin.objects import TwinObject
 from twin.query import Condition, ObjectQuery, QueryError, encode_cursor
 from twin.state import (
     ApplyResult,
     AuditEntry,
+    DeadLetter,
     HistoryBucket,
     HistoryPoint,
     StateUpdate,
@@ -130,6 +132,27 @@ CREATE TABLE IF NOT EXISTS {s}.audit (
     detail text NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS audit_t ON {s}.audit (t, seq);
+CREATE TABLE IF NOT EXISTS {s}.rejected (
+    seq bigserial PRIMARY KEY,
+    feed text NOT NULL,
+    t double precision NOT NULL,
+    reason text NOT NULL,
+    payload text NOT NULL,
+    entity text,
+    property text
+);
+CREATE INDEX IF NOT EXISTS rejected_feed_t ON {s}.rejected (feed, t);
+CREATE INDEX IF NOT EXISTS rejected_t ON {s}.rejected (t);
+CREATE SEQUENCE IF NOT EXISTS {s}.alerts_seq;
+CREATE TABLE IF NOT EXISTS {s}.alerts (
+    id text PRIMARY KEY,
+    seq bigint NOT NULL,
+    state text NOT NULL,
+    object_id text NOT NULL,
+    updated double precision NOT NULL,
+    doc jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_state ON {s}.alerts (state, updated);
 CREATE TABLE IF NOT EXISTS {s}.sources (
     scenario text NOT NULL,
     name text NOT NULL,
@@ -773,6 +796,64 @@ class PostgresStore:
         with self._tx("pruning history") as cur:
             cur.execute(f"DELETE FROM {self._s}.history WHERE t < %s", (before,))
             return int(cur.rowcount)
+
+    # -- dead letters, alerts ------------------------------------------------------------
+
+    def append_rejected(self, records: Sequence[DeadLetter]) -> None:
+        """Store dead-letter records."""
+        if not records:
+            return
+        with self._tx("storing dead letters") as cur:
+            cur.executemany(
+                f"INSERT INTO {self._s}.rejected (feed, t, reason, payload, entity, property) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                [(r.feed, r.time, r.reason, r.payload, r.entity, r.property) for r in records],
+            )
+
+    def list_rejected(
+        self, feed: str | None = None, *, limit: int = 100, before: float | None = None
+    ) -> list[DeadLetter]:
+        """Newest dead letters first."""
+        rows = self._read(
+            f"SELECT feed, reason, payload, t, entity, property FROM {self._s}.rejected "
+            "WHERE (%s::text IS NULL OR feed = %s) AND t < %s ORDER BY t DESC, seq DESC "
+            "LIMIT %s",
+            (feed, feed, before if before is not None else float("inf"), limit),
+        )
+        return [DeadLetter(*r) for r in rows]
+
+    def put_alert(self, alert: Alert) -> None:
+        """Insert or replace an alert."""
+        with self._tx("storing an alert") as cur:
+            cur.execute(
+                f"INSERT INTO {self._s}.alerts (id, seq, state, object_id, updated, doc) "
+                f"VALUES (%s, nextval('{self.schema}.alerts_seq'), %s, %s, %s, %s::jsonb) "
+                "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, state = excluded.state, "
+                "updated = excluded.updated, doc = excluded.doc",
+                (
+                    alert.id,
+                    alert.state,
+                    alert.object_id,
+                    alert.updated,
+                    orjson.dumps(alert.as_dict()).decode(),
+                ),
+            )
+
+    def get_alert(self, alert_id: str) -> Alert | None:
+        """One alert, or None."""
+        rows = self._read(f"SELECT doc FROM {self._s}.alerts WHERE id = %s", (alert_id,))
+        return Alert.from_dict(rows[0][0]) if rows else None
+
+    def list_alerts(
+        self, *, state: str | None = None, object_id: str | None = None, limit: int = 100
+    ) -> list[Alert]:
+        """Alerts, most recently changed first."""
+        rows = self._read(
+            f"SELECT doc FROM {self._s}.alerts WHERE (%s::text IS NULL OR state = %s) AND "
+            "(%s::text IS NULL OR object_id = %s) ORDER BY updated DESC, seq DESC LIMIT %s",
+            (state, state, object_id, object_id, limit),
+        )
+        return [Alert.from_dict(r[0]) for r in rows]
 
     # -- audit ---------------------------------------------------------------------------
 

@@ -22,12 +22,14 @@ from typing import Any
 
 import orjson
 
+from twin.alerts import Alert
 from twin.errors import TwinError
 from twin.objects import TwinObject
 from twin.query import Condition, ObjectQuery, encode_cursor
 from twin.state import (
     ApplyResult,
     AuditEntry,
+    DeadLetter,
     HistoryBucket,
     HistoryPoint,
     StateUpdate,
@@ -125,6 +127,26 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS audit_t ON audit (t);
+CREATE TABLE IF NOT EXISTS rejected (
+    seq INTEGER PRIMARY KEY,
+    feed TEXT NOT NULL,
+    t REAL NOT NULL,
+    reason TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    entity TEXT,
+    property TEXT
+);
+CREATE INDEX IF NOT EXISTS rejected_feed_t ON rejected (feed, t);
+CREATE INDEX IF NOT EXISTS rejected_t ON rejected (t);
+CREATE TABLE IF NOT EXISTS alerts (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    object_id TEXT NOT NULL,
+    updated REAL NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state, updated);
 CREATE TABLE IF NOT EXISTS sources (
     scenario TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -631,6 +653,58 @@ class SqliteStore:
                 (cut * 60.0, (cut + 1) * 60.0),
             )
             return n
+
+    # -- dead letters, alerts ------------------------------------------------------------
+
+    def append_rejected(self, records: Sequence[DeadLetter]) -> None:
+        if not records:
+            return
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO rejected (feed, t, reason, payload, entity, property) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(r.feed, r.time, r.reason, r.payload, r.entity, r.property) for r in records],
+            )
+
+    def list_rejected(
+        self, feed: str | None = None, *, limit: int = 100, before: float | None = None
+    ) -> list[DeadLetter]:
+        rows = self._read(
+            "SELECT feed, reason, payload, t, entity, property FROM rejected "
+            "WHERE (? IS NULL OR feed = ?) AND t < ? ORDER BY t DESC, seq DESC LIMIT ?",
+            (feed, feed, _hi(before), limit),
+        )
+        return [DeadLetter(*r) for r in rows]
+
+    def put_alert(self, alert: Alert) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO alerts (id, seq, state, object_id, updated, doc) VALUES "
+                "(?, (SELECT COALESCE(max(seq), 0) + 1 FROM alerts), ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, state = excluded.state, "
+                "updated = excluded.updated, doc = excluded.doc",
+                (
+                    alert.id,
+                    alert.state,
+                    alert.object_id,
+                    alert.updated,
+                    orjson.dumps(alert.as_dict()).decode(),
+                ),
+            )
+
+    def get_alert(self, alert_id: str) -> Alert | None:
+        rows = self._read("SELECT doc FROM alerts WHERE id = ?", (alert_id,))
+        return Alert.from_dict(orjson.loads(rows[0][0])) if rows else None
+
+    def list_alerts(
+        self, *, state: str | None = None, object_id: str | None = None, limit: int = 100
+    ) -> list[Alert]:
+        rows = self._read(
+            "SELECT doc FROM alerts WHERE (? IS NULL OR state = ?) AND "
+            "(? IS NULL OR object_id = ?) ORDER BY updated DESC, seq DESC LIMIT ?",
+            (state, state, object_id, object_id, limit),
+        )
+        return [Alert.from_dict(orjson.loads(r[0])) for r in rows]
 
     # -- audit ---------------------------------------------------------------------------
 

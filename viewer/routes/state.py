@@ -91,6 +91,7 @@ async def post_state(
         raise TwinError(f"unknown object id(s): {', '.join(sorted(set(unknown))[:10])}")
     result = services.store.apply_updates(updates)
     services.audit(caller, "post_state", ids, f"{len(updates)} updates")
+    await services.publish_latest(result.latest)
     return JSONBody(
         {
             "stored": result.stored,
