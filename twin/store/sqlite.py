@@ -16,7 +16,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from twin.store.base import Page, SourceInfo, searchable_text, sort_value
 __all__ = ["SqliteStore"]
 
 SCHEMA_VERSION = 2
+CHECKPOINT_EVERY_S = 0.25
 _NOWHERE = 3.0e38
 
 # One 4-D R*Tree holds both boxes (WGS84 and source CRS): one index to maintain, not
@@ -89,8 +90,10 @@ CREATE TABLE IF NOT EXISTS state (
     quality TEXT,
     PRIMARY KEY (object_id, property)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS state_prop_num ON state (property, num);
-CREATE INDEX IF NOT EXISTS state_prop_value ON state (property, value);
+-- No (property, value) indexes: state filters run as correlated lookups on the key from
+-- each candidate object, and every extra index would be rewritten by every update.
+DROP INDEX IF EXISTS state_prop_num;
+DROP INDEX IF EXISTS state_prop_value;
 CREATE TABLE IF NOT EXISTS history (
     object_id TEXT NOT NULL,
     property TEXT NOT NULL,
@@ -224,6 +227,17 @@ class SqliteStore:
         except sqlite3.DatabaseError as exc:
             raise TwinError(f"cannot open store {url!r}: {exc}") from None
         self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        if path != ":memory:":
+            # Checkpoints (copying the WAL into the database, with an fsync) run on their
+            # own connection and thread, so a commit never waits for one. Durability is
+            # unchanged: a committed transaction is in the WAL either way.
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop, args=(path,), name="sqlite-checkpoint", daemon=True
+            )
+            self._checkpointer.start()
 
     def _migrate(self) -> None:
         """Bring a store written by an older version to this schema (one transaction)."""
@@ -266,6 +280,21 @@ class SqliteStore:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    def _checkpoint_loop(self, path: str) -> None:
+        try:
+            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA busy_timeout=1000")
+        except sqlite3.Error:
+            return
+        try:
+            while not self._stop.wait(CHECKPOINT_EVERY_S):
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error:
+                    continue  # busy or closing: the next round catches up
+        finally:
+            db.close()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -532,33 +561,80 @@ class SqliteStore:
             return res
         rollup: dict[tuple[str, str, int], list[Any]] = {}
         with self._tx() as db:
-            for u in updates:
-                value = orjson.dumps(u.value).decode()
-                num = _num(u.value)
-                cur = db.execute(
-                    "INSERT OR IGNORE INTO history "
-                    "(object_id, property, t, value, num, source, quality, msg_id) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (u.object_id, u.property, u.time, value, num, u.source, u.quality, u.msg_id),
+            # Set-based: three lookups for the whole batch (existing points, message ids,
+            # current latest times), then the per-row decisions in Python, exactly as a
+            # row-by-row apply would make them, then bulk writes.
+            db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS upd (object_id TEXT, property TEXT, t REAL, "
+                "msg_id TEXT)"
+            )
+            db.execute("DELETE FROM temp.upd")
+            db.executemany(
+                "INSERT INTO temp.upd VALUES (?, ?, ?, ?)",
+                [(u.object_id, u.property, u.time, u.msg_id) for u in updates],
+            )
+            seen_points = set(
+                db.execute(
+                    "SELECT h.object_id, h.property, h.t FROM temp.upd u CROSS JOIN history h "
+                    "ON h.object_id = u.object_id AND h.property = u.property AND h.t = u.t"
+                ).fetchall()
+            )
+            seen_msgs = {
+                r[0]
+                for r in db.execute(
+                    "SELECT h.msg_id FROM history h WHERE h.msg_id IN "
+                    "(SELECT msg_id FROM temp.upd WHERE msg_id IS NOT NULL)"
                 )
-                if cur.rowcount == 0:
+            }
+            current: dict[tuple[str, str], float] = {
+                (o, p): t
+                for o, p, t in db.execute(
+                    "SELECT s.object_id, s.property, s.t FROM "
+                    "(SELECT DISTINCT object_id, property FROM temp.upd) u "
+                    "JOIN state s ON s.object_id = u.object_id AND s.property = u.property"
+                )
+            }
+            rows = []
+            newest: dict[tuple[str, str], tuple[StateUpdate, str, float | None]] = {}
+            for u in updates:
+                point = (u.object_id, u.property, u.time)
+                if point in seen_points or (u.msg_id is not None and u.msg_id in seen_msgs):
                     res.duplicates += 1
                     continue
+                seen_points.add(point)
+                if u.msg_id is not None:
+                    seen_msgs.add(u.msg_id)
+                value = orjson.dumps(u.value).decode()
+                num = _num(u.value)
+                rows.append(
+                    (u.object_id, u.property, u.time, value, num, u.source, u.quality, u.msg_id)
+                )
                 res.stored += 1
                 _roll(rollup, u.object_id, u.property, u.time, num)
-                # Newest event time wins; a late message only lands in history.
-                cur = db.execute(
-                    "INSERT INTO state (object_id, property, value, num, t, source, quality) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (object_id, property) DO UPDATE SET value = excluded.value, "
-                    "num = excluded.num, t = excluded.t, source = excluded.source, "
-                    "quality = excluded.quality WHERE excluded.t > state.t",
-                    (u.object_id, u.property, value, num, u.time, u.source, u.quality),
-                )
-                if cur.rowcount:
+                key = (u.object_id, u.property)
+                cur = current.get(key)
+                if cur is None or u.time > cur:
+                    current[key] = u.time
+                    newest[key] = (u, value, num)
                     res.latest.append(u)
                 else:
                     res.late += 1
+            db.executemany(
+                "INSERT INTO history (object_id, property, t, value, num, source, quality, "
+                "msg_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            db.executemany(
+                "INSERT INTO state (object_id, property, value, num, t, source, quality) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (object_id, property) DO UPDATE SET value = excluded.value, "
+                "num = excluded.num, t = excluded.t, source = excluded.source, "
+                "quality = excluded.quality WHERE excluded.t > state.t",
+                [
+                    (u.object_id, u.property, value, num, u.time, u.source, u.quality)
+                    for u, value, num in newest.values()
+                ],
+            )
             _write_rollup(db, rollup)
         return res
 
@@ -740,7 +816,14 @@ class SqliteStore:
         return out
 
     def close(self) -> None:
+        self._stop.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join(5.0)
+            self._checkpointer = None
         with self._lock:
+            with suppress(sqlite3.Error):
+                # Leave a compact file: the WAL folded in and truncated.
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
 
 
