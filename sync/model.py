@@ -88,6 +88,8 @@ ChangeEvent = dict[str, Any]
 * ``{"kind": "state", "updates": [{"id", "property", "value", "time", "source"}...]}`` --
   new latest values (late messages that only reached history are not sent);
 * ``{"kind": "alert", "alert": {...}}`` -- an alert opened, acknowledged or resolved;
+* ``{"kind": "resync", "reason": ...}`` -- a bus subscriber lost events (overflow,
+  reconnect): the stream answers with fresh snapshots;
 * later issues add ``comment`` and ``moderation`` events on the same bus.
 """
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from scene.service import SceneCache
 from sync.bus import open_bus
+from sync.config import load_config
 from twin.network_index import NetworkIndex
 from twin.store import open_store
 from viewer.auth import parse_tokens
@@ -29,4 +30,5 @@ def bootstrap(settings: Settings | None = None) -> Services:
         tokens=tokens,
         networks=NetworkIndex(store),
         bus=open_bus(settings.bus),
+        live=load_config(settings.config),
     )

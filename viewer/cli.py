@@ -39,6 +39,14 @@ DEMO_CITIES = {
     "zurich": DEMO_DIR / "zurich_subset_lod2.city.json",
     "helsinki": DEMO_DIR / "helsinki_center.osm.pbf",
 }
+DEMO_FEEDS = {
+    # Simulations of the stand-in networks, replayed 60x faster than real time.
+    "delft": [
+        DEMO_DIR / "feeds" / "delft_water_net3.jsonl.gz",
+        DEMO_DIR / "feeds" / "delft_power_oberrhein.jsonl.gz",
+    ],
+}
+DEMO_CONFIG = DEMO_DIR / "live.toml"
 DEMO_NETWORKS = {
     # Real networks from elsewhere, placed on the demo city as labelled stand-ins.
     "delft": [DEMO_DIR / "net3.inp", DEMO_DIR / "mv_oberrhein.json"],
@@ -454,16 +462,55 @@ def _serve(settings: Any) -> None:
     )
     try:
         uvicorn.run(
-            create_app(services), host=settings.host, port=settings.port, log_level="warning"
+            create_app(services),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            # Open SSE streams never end on their own: give shutdown a bound.
+            timeout_graceful_shutdown=5,
         )
     finally:
         services.store.close()
 
 
+FeedOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--feed",
+        help="feed URL (repeatable): mqtt://host:port/city/#, replay:FILE?speed=10 "
+        "(the HTTP feed POST /api/feeds/{feed}/observations is always on)",
+    ),
+]
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option("--config", help="TOML/JSON file: id mapping, alert rules, style rules"),
+]
+BusOpt = Annotated[
+    str | None,
+    typer.Option("--bus", help="event bus for several workers: nats://..., redis://..."),
+]
+
+
 @app.command()
-def serve(db: DbOpt = None, host: HostOpt = None, port: PortOpt = None) -> None:
-    """Serve the API (and viewer) on a store."""
-    _serve(_settings(db=db, host=host, port=port))
+def serve(
+    db: DbOpt = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
+    feed: FeedOpt = None,
+    config: ConfigOpt = None,
+    bus: BusOpt = None,
+) -> None:
+    """Serve the API (and viewer) on a store, with live feeds."""
+    _serve(
+        _settings(
+            db=db,
+            host=host,
+            port=port,
+            feeds=" ".join(feed) if feed else None,
+            config=config,
+            bus=bus,
+        )
+    )
 
 
 @app.command()
@@ -475,6 +522,9 @@ def demo(
     db: Annotated[Path, typer.Option(help="SQLite file to create (replaced if it exists)")] = Path(
         "out/demo.db"
     ),
+    speed: Annotated[
+        float, typer.Option(help="replay speed of the demo's simulated feeds (0: no pacing)")
+    ] = 60.0,
 ) -> None:
     """Ingest the bundled demo city into a fresh SQLite file and serve it (no server needed)."""
     from scene.service import SceneCache
@@ -505,7 +555,16 @@ def demo(
         f"({scene.features:,} pickable features)"
     )
     if serve:
-        _serve(_settings(db=url, host=host, port=port))
+        feeds = " ".join(f"replay:{p}?speed={speed:g}" for p in DEMO_FEEDS.get(city, []))
+        _serve(
+            _settings(
+                db=url,
+                host=host,
+                port=port,
+                feeds=feeds or None,
+                config=str(DEMO_CONFIG) if feeds else None,
+            )
+        )
 
 
 def main() -> None:

@@ -21,8 +21,12 @@ from schemathesis.checks import (
 )
 
 from ingest.cityjson import load_cityjson
+from ingest.networks.epanet import read_epanet
+from ingest.networks.georef import Georeference
+from ingest.networks.place import city_frame, place_network, store_network
 from viewer.app import create_app
 from viewer.bootstrap import bootstrap
+from viewer.cli import DEMO_DIR
 from viewer.settings import Settings
 
 
@@ -34,8 +38,18 @@ def api_schema(cityjson_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     services.store.put_objects(
         load_cityjson(src).twin, source=src.name, source_data=src.read_bytes()
     )
+    # A network too, so the network routes answer with content, not only 404s.
+    net = read_epanet(DEMO_DIR / "net3.inp")
+    frame = city_frame(services.store)
+    assert frame.bbox is not None
+    bbox = net.bbox()
+    assert bbox is not None
+    geo = Georeference.fit((bbox[0], bbox[1], bbox[3], bbox[4]), frame.bbox, crs="EPSG:28992")
+    place_network(net, frame, georef=geo)
+    store_network(services.store, net, frame)
     app = create_app(services)
-    yield schemathesis.openapi.from_asgi("/api/openapi.json", app)
+    # The SSE stream never ends by design; it has its own tests (tests/viewer/test_stream.py).
+    yield schemathesis.openapi.from_asgi("/api/openapi.json", app).exclude(path="/api/stream/sse")
     services.store.close()
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from viewer.auth import Caller
 from viewer.deps import ServicesDep, require
@@ -23,6 +23,13 @@ class Health(BaseModel):
     store: str
     uptime_s: float
     version: str
+    bus: str
+    engine: dict[str, Any] | None = Field(
+        description="sync engine: running, queued, updates/s, rejected, last commit"
+    )
+    feeds: list[dict[str, Any]] = Field(
+        description="each feed: connected, received, acked, rate_per_s, lag_s, reconnects"
+    )
 
 
 class StatsOut(BaseModel):
@@ -62,6 +69,8 @@ async def healthz(services: ServicesDep) -> JSONBody:
             "store": _public_url(services.store.url),
             "uptime_s": round(time.time() - services.started, 3),
             "version": "0.1.0",
+            "bus": _public_url(services.bus.url),
+            **services.feed_status(),
         }
     )
 
