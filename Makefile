@@ -41,6 +41,7 @@ bench: setup
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/networks.py
+	$(BIN)/python bench/feeds.py
 	$(BIN)/python bench/api.py
 
 clean:
