@@ -90,7 +90,9 @@ ChangeEvent = dict[str, Any]
 * ``{"kind": "alert", "alert": {...}}`` -- an alert opened, acknowledged or resolved;
 * ``{"kind": "resync", "reason": ...}`` -- a bus subscriber lost events (overflow,
   reconnect): the stream answers with fresh snapshots;
-* later issues add ``comment`` and ``moderation`` events on the same bus.
+* ``{"kind": "comment", "session", "comment": {...}}`` -- a comment became visible;
+* ``{"kind": "moderation", "session", "comment_id", "entry", "state", "comment"?}`` --
+  approved or hidden (never the text of a hidden comment).
 """
 
 

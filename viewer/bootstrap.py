@@ -7,6 +7,7 @@ from sync.bus import open_bus
 from sync.config import load_config
 from twin.network_index import NetworkIndex
 from twin.store import open_store
+from twin.store.participation import participation_store_for
 from viewer.auth import parse_tokens
 from viewer.deps import Services
 from viewer.settings import Settings
@@ -31,4 +32,5 @@ def bootstrap(settings: Settings | None = None) -> Services:
         networks=NetworkIndex(store),
         bus=open_bus(settings.bus),
         live=load_config(settings.config),
+        participation=participation_store_for(store),
     )

@@ -470,6 +470,8 @@ def _serve(settings: Any) -> None:
             timeout_graceful_shutdown=5,
         )
     finally:
+        if services.participation is not None:
+            services.participation.close()
         services.store.close()
 
 

@@ -20,6 +20,7 @@ from twin.errors import TwinError
 from twin.network_index import NetworkIndex
 from twin.state import AuditEntry, StateUpdate
 from twin.store.base import StateStore
+from twin.store.participation import ParticipationStore
 from viewer.auth import Caller, authorize
 from viewer.settings import Settings
 
@@ -41,6 +42,7 @@ class Services:
     live: LiveConfig = field(default_factory=LiveConfig)
     engine: SyncEngine | None = None
     feeds: list[Feed] = field(default_factory=list)
+    participation: ParticipationStore | None = None
 
     def feed_status(self) -> dict[str, Any]:
         """The sync engine's counters and every feed's status."""

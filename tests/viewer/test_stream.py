@@ -220,15 +220,17 @@ def test_other_events_pass_through_filtered_by_the_object_they_name(
     async def publish() -> None:
         await services.bus.publish({"kind": "alert", "alert": {"object_id": other}, "n": 1})
         await services.bus.publish({"kind": "alert", "alert": {"object_id": a}, "n": 2})
-        await services.bus.publish({"kind": "comment", "id": other, "n": 3})
-        await services.bus.publish({"kind": "moderation", "n": 4})  # names no object
+        await services.bus.publish({"kind": "alert", "id": other, "n": 3})
+        # Session events reach every viewer: a comment's id is no object id.
+        await services.bus.publish({"kind": "comment", "comment": {"id": "c9"}, "n": 4})
+        await services.bus.publish({"kind": "moderation", "n": 5})
 
     with c.websocket_connect(f"/api/stream?ids={a}") as ws:
         _recv(ws), _recv(ws)
         c.portal.call(publish)  # type: ignore[union-attr]
-        got = _until(ws, lambda m: m["type"] == "event" and m["event"].get("n") == 4)
+        got = _until(ws, lambda m: m["type"] == "event" and m["event"].get("n") == 5)
     events = [m for m in got if m["type"] == "event"]
-    assert [m["event"]["n"] for m in events] == [2, 4]
+    assert [m["event"]["n"] for m in events] == [2, 4, 5]
     assert events[0]["event"] == {"kind": "alert", "alert": {"object_id": a}, "n": 2}
     assert events[0]["seq"] < events[1]["seq"]
 

@@ -255,6 +255,9 @@ def _meta(obj: TwinObject) -> Meta:
 
 def _event_object(event: ChangeEvent) -> str | None:
     """The object a non-state event is about, if it names one (top level or its payload)."""
+    if event.get("kind") in ("comment", "moderation"):
+        # A comment's id is not an object id: session events go to every viewer.
+        return None
     for holder in (event, event.get(str(event.get("kind")))):
         if isinstance(holder, dict):
             for key in ("id", "object_id"):
