@@ -194,6 +194,13 @@ class GlbBuilder:
         self.groups: dict[str, _Group] = {}
         self.rows: list[_Row] = []
         self.stats = SceneStats()
+        if self.origin is not None:
+            # A given origin (e.g. a proposal drawn in its base's frame) is the scene's.
+            self.stats.origin = (
+                float(self.origin[0]),
+                float(self.origin[1]),
+                float(self.origin[2]),
+            )
         self.crs: str | None = None
         self.epsg: int | None = None
         self.version = ""

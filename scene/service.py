@@ -9,6 +9,7 @@ import threading
 from dataclasses import dataclass
 
 from scene.gltf import GlbBuilder
+from scene.proposal import scene_view
 from twin.errors import NotFound
 from twin.network import network_from_json
 from twin.network_index import NETWORK_SOURCE_PREFIX
@@ -57,22 +58,28 @@ class SceneCache:
         cached = self._cache.get(scenario)
         if cached is not None and cached.etag == etag:
             return cached
+        # A proposal (scene.proposal) hides removed/replaced base objects and is drawn in
+        # its base's frame, so both scenes line up (resolved before taking the lock).
+        view = scene_view(self.store, scenario, [i.name for i in infos])
+        origin = self.get(view.base).origin if view.base is not None else None
         with self._lock:
             cached = self._cache.get(scenario)
             if cached is not None and cached.etag == etag:
                 return cached
-            builder = GlbBuilder(scenario)
+            builder = GlbBuilder(scenario, origin=origin)
             # Cities first: they fix the scene origin; networks are stored in the city's CRS
             # (see ingest.networks.place) and drawn in the same frame.
             networks = [i for i in infos if i.name.startswith(NETWORK_SOURCE_PREFIX)]
             for info in [i for i in infos if i not in networks] + networks:
+                if view.skips(info.name):
+                    continue
                 data = self.store.get_source(info.name, scenario)
                 if data is None:
                     continue
                 if info in networks:
                     builder.add_network(network_from_json(data))
                 else:
-                    builder.add(parse_cityjson(data, source=info.name))
+                    builder.add(view.apply(info.name, parse_cityjson(data, source=info.name)))
             buf = io.BytesIO()
             stats = builder.write(buf)
             glb = buf.getvalue()

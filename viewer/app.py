@@ -17,7 +17,17 @@ from twin.alerts import RuleEngine
 from viewer.deps import Services
 from viewer.errors import LimitMiddleware, install_error_handlers
 from viewer.fastpath import ObjectReadFastPath
-from viewer.routes import feeds, networks, objects, scene, sessions, state, stream, system
+from viewer.routes import (
+    feeds,
+    networks,
+    objects,
+    scenarios,
+    scene,
+    sessions,
+    state,
+    stream,
+    system,
+)
 
 __all__ = ["create_app", "prune_history", "start_live", "stop_live"]
 
@@ -139,6 +149,7 @@ def create_app(services: Services, *, fast_path: bool = True, live: bool = True)
     app.include_router(networks.router)
     app.include_router(feeds.router)
     app.include_router(sessions.router)
+    app.include_router(scenarios.router)
     app.include_router(stream.router)
     # GZip skips responses that already have Content-Encoding (the GLB) and 206s.
     app.add_middleware(GZipMiddleware, minimum_size=1024)
