@@ -27,6 +27,7 @@ from viewer.routes import (
     state,
     stream,
     system,
+    web,
 )
 
 __all__ = ["create_app", "prune_history", "start_live", "stop_live"]
@@ -151,6 +152,7 @@ def create_app(services: Services, *, fast_path: bool = True, live: bool = True)
     app.include_router(sessions.router)
     app.include_router(scenarios.router)
     app.include_router(stream.router)
+    app.include_router(web.router)
     # GZip skips responses that already have Content-Encoding (the GLB) and 206s.
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.add_middleware(

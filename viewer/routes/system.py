@@ -1,4 +1,4 @@
-"""Health, statistics, the audit log and the index page."""
+"""Health, statistics, the audit log and the API index page."""
 
 from __future__ import annotations
 
@@ -119,11 +119,16 @@ async def read_audit(
     )
 
 
-@router.get("/", response_class=HTMLResponse, summary="Index: links to the API", tags=["system"])
+@router.get("/api", response_class=HTMLResponse, summary="Index: links to the API")
 async def index() -> str:
+    # The viewer itself is served at / (viewer.routes.web); this page stays its help link.
     links = [
+        ("/", "the 3D viewer"),
         ("/api/scene.glb", "scene (GLB)"),
         ("/api/objects", "objects"),
+        ("/api/networks", "networks"),
+        ("/api/styles", "style rules"),
+        ("/api/alerts", "alerts"),
         ("/api/stats", "statistics"),
         ("/api/healthz", "health"),
         ("/docs", "API documentation"),
@@ -133,6 +138,8 @@ async def index() -> str:
         f'<li><a href="{href}">{label}</a> <code>{href}</code></li>' for href, label in links
     )
     return (
-        "<!doctype html><meta charset=utf-8><title>CityTwin</title>"
-        f"<h1>CityTwin</h1><p>The browser viewer is coming; the API:</p><ul>{rows}</ul>"
+        "<!doctype html><html lang=en><meta charset=utf-8><title>CityTwin API</title>"
+        "<link rel=icon href='data:,'>"
+        f"<h1>CityTwin API</h1><ul>{rows}</ul>"
+        "<p>Live state: <code>WS /api/stream</code> and <code>GET /api/stream/sse</code>.</p>"
     )
