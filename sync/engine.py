@@ -22,7 +22,7 @@ from typing import Any
 
 from sync.decode import decode
 from sync.mapping import Mapping, resolve_all
-from sync.model import ChangeEvent, DecodeError, Message
+from sync.model import ChangeEvent, DecodeError, Message, state_event
 from twin.alerts import Alert, RuleEngine
 from twin.query import ObjectQuery
 from twin.state import DeadLetter, StateUpdate
@@ -230,21 +230,7 @@ class SyncEngine:
         s.last_commit = now
         s.recent.append((now, applied.stored))
         if applied.latest:
-            self.publish(
-                {
-                    "kind": "state",
-                    "updates": [
-                        {
-                            "id": u.object_id,
-                            "property": u.property,
-                            "value": u.value,
-                            "time": u.time,
-                            "source": u.source,
-                        }
-                        for u in applied.latest
-                    ],
-                }
-            )
+            self.publish(state_event(applied.latest))
             self._alerts(applied.latest)
         return results
 

@@ -16,12 +16,12 @@ The pipeline (each step its own module, pure where it can be):
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from twin.errors import FeedError
-from twin.state import DeadLetter
+from twin.state import DeadLetter, StateUpdate
 
 __all__ = [
     "ChangeEvent",
@@ -30,6 +30,7 @@ __all__ = [
     "Message",
     "Observation",
     "Rejection",
+    "state_event",
 ]
 
 
@@ -94,6 +95,23 @@ ChangeEvent = dict[str, Any]
 * ``{"kind": "moderation", "session", "comment_id", "entry", "state", "comment"?}`` --
   approved or hidden (never the text of a hidden comment).
 """
+
+
+def state_event(updates: Iterable[StateUpdate]) -> ChangeEvent:
+    """The ``state`` event announcing new latest values."""
+    return {
+        "kind": "state",
+        "updates": [
+            {
+                "id": u.object_id,
+                "property": u.property,
+                "value": u.value,
+                "time": u.time,
+                "source": u.source,
+            }
+            for u in updates
+        ],
+    }
 
 
 @runtime_checkable

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +76,43 @@ def gltf_validator() -> GltfValidator:
     if not (ROOT / "node_modules" / "gltf-validator").is_dir():
         need("node_modules/gltf-validator missing: run `make setup`")
     return GltfValidator()
+
+
+PG_CANDIDATES = (
+    [os.environ["TWIN_TEST_PG_URL"]]
+    if os.environ.get("TWIN_TEST_PG_URL")
+    else ["postgresql://postgres@127.0.0.1:5432/test", "postgresql://root@127.0.0.1:5432/test"]
+)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL store URL in a schema of its own (tables created), dropped after the run.
+
+    Skips outside CI when the server or psycopg is missing (fails in CI).
+    """
+    try:
+        import psycopg
+    except ImportError:
+        need("psycopg is not installed: pip install 'citytwin[postgres]'")
+        raise
+    from twin.store.postgres import PostgresStore, _split_url
+
+    base = None
+    errors = []
+    for url in PG_CANDIDATES:
+        try:
+            with psycopg.connect(_split_url(url)[0], connect_timeout=3):
+                base = url
+                break
+        except psycopg.Error as exc:
+            errors.append(" ".join(str(exc).split())[:200])
+    if base is None:
+        need(f"PostgreSQL not reachable at {PG_CANDIDATES[0]}: {errors[0]}")
+        raise AssertionError("unreachable")
+    schema = f"twin_test_{os.getpid()}_{secrets.token_hex(4)}"
+    url = f"{base}{'&' if '?' in base else '?'}schema={schema}"
+    PostgresStore(url).close()
+    yield url
+    with psycopg.connect(_split_url(base)[0], autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -15,7 +15,7 @@ from sync.bus import InProcessBus
 from sync.config import LiveConfig
 from sync.engine import SyncEngine
 from sync.feeds import Feed
-from sync.model import EventBus
+from sync.model import EventBus, state_event
 from twin.errors import TwinError
 from twin.network_index import NetworkIndex
 from twin.state import AuditEntry, StateUpdate
@@ -61,19 +61,7 @@ class Services:
         """
         if not updates:
             return
-        event = {
-            "kind": "state",
-            "updates": [
-                {
-                    "id": u.object_id,
-                    "property": u.property,
-                    "value": u.value,
-                    "time": u.time,
-                    "source": u.source,
-                }
-                for u in updates
-            ],
-        }
+        event = state_event(updates)
         try:
             await self.bus.publish(event)
         except TwinError as exc:

@@ -7,8 +7,6 @@ when unreachable, failed in CI).
 
 from __future__ import annotations
 
-import os
-import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -16,7 +14,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import need
 
 from twin.errors import Forbidden, NotFound, TwinError
 from twin.participation import (
@@ -55,11 +52,6 @@ from twin.store.participation import (
 from twin.store.sqlite import SqliteStore
 
 T0 = 1_780_000_000.0
-PG_CANDIDATES = (
-    [os.environ["TWIN_TEST_PG_URL"]]
-    if os.environ.get("TWIN_TEST_PG_URL")
-    else ["postgresql://postgres@127.0.0.1:5432/test", "postgresql://root@127.0.0.1:5432/test"]
-)
 UNICODE = "Zu hoch! 🏢🌳 مرحبا بالعالم — 太高了，挡住阳光 — ‏עברית‏\n\tfin"
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>&amp;'
 
@@ -261,34 +253,6 @@ def test_rate_limiter_window_and_all_or_nothing() -> None:
 
 
 # --------------------------------------------------------------------------- stores
-
-
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A PostgreSQL store URL in a schema of its own, dropped after the run."""
-    try:
-        import psycopg
-    except ImportError:
-        need("psycopg is not installed: pip install 'citytwin[postgres]'")
-        raise
-    from twin.store.postgres import _split_url
-
-    base = None
-    errors = []
-    for url in PG_CANDIDATES:
-        try:
-            with psycopg.connect(_split_url(url)[0], connect_timeout=3):
-                base = url
-                break
-        except psycopg.Error as exc:
-            errors.append(" ".join(str(exc).split())[:200])
-    if base is None:
-        need(f"PostgreSQL not reachable at {PG_CANDIDATES[0]}: {errors[0]}")
-        raise AssertionError("unreachable")
-    schema = f"twin_ptest_{os.getpid()}_{secrets.token_hex(4)}"
-    yield f"{base}{'&' if '?' in base else '?'}schema={schema}"
-    with psycopg.connect(_split_url(base)[0], autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def _pg_truncate(url: str) -> None:

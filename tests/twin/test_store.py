@@ -9,16 +9,13 @@ schema per test run; when the server is unreachable the tests skip (fail in CI).
 from __future__ import annotations
 
 import math
-import os
 import random
-import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import need
 
 from twin.errors import TwinError
 from twin.objects import GeometrySummary, TwinObject
@@ -28,45 +25,10 @@ from twin.store import MemoryStore, StateStore, open_store
 from twin.store.base import searchable_text, sort_value
 from twin.store.sqlite import SqliteStore
 
-PG_CANDIDATES = (
-    [os.environ["TWIN_TEST_PG_URL"]]
-    if os.environ.get("TWIN_TEST_PG_URL")
-    else ["postgresql://postgres@127.0.0.1:5432/test", "postgresql://root@127.0.0.1:5432/test"]
-)
 PG_TABLES = ("objects", "state", "history", "audit", "sources")
 ZURICH = "real/zurich_subset_lod2.city.json"
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A PostgreSQL store URL in a schema of its own, dropped after the run."""
-    try:
-        import psycopg
-    except ImportError:
-        need("psycopg is not installed: pip install 'citytwin[postgres]'")
-        raise
-    from twin.store.postgres import PostgresStore, _split_url
-
-    base = None
-    errors = []
-    for url in PG_CANDIDATES:
-        try:
-            with psycopg.connect(_split_url(url)[0], connect_timeout=3):
-                base = url
-                break
-        except psycopg.Error as exc:
-            errors.append(" ".join(str(exc).split())[:200])
-    if base is None:
-        need(f"PostgreSQL not reachable at {PG_CANDIDATES[0]}: {errors[0]}")
-        raise AssertionError("unreachable")
-    schema = f"twin_test_{os.getpid()}_{secrets.token_hex(4)}"
-    url = f"{base}{'&' if '?' in base else '?'}schema={schema}"
-    PostgresStore(url).close()
-    yield url
-    with psycopg.connect(_split_url(base)[0], autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def _pg_truncate(url: str) -> None:
