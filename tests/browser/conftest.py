@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -71,15 +73,14 @@ class Server:
 
 
 @pytest.fixture(scope="session")
-def viewer_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """Build the Delft demo store once and serve it with a test style config."""
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Delft demo store, built once; servers run on copies of it."""
     twin = ROOT / ".venv" / "bin" / "twin"
     if not twin.exists():
         need(".venv/bin/twin missing: run `make setup`")
     if not (ROOT / "node_modules" / "three" / "build" / "three.module.js").is_file():
         need("node_modules/three missing: run `make setup` (npm ci)")
-    work = tmp_path_factory.mktemp("viewer")
-    db = work / "demo.db"
+    db = tmp_path_factory.mktemp("demo") / "demo.db"
     subprocess.run(
         [str(twin), "demo", "--no-serve", "--db", str(db)],
         check=True,
@@ -87,10 +88,30 @@ def viewer_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         cwd=ROOT,
         timeout=180,
     )
+    return db
+
+
+@contextlib.contextmanager
+def serve_copy(demo: Path, work: Path, tokens: str) -> Iterator[Server]:
+    """Run ``twin serve`` on a copy of the demo store (with the test style config).
+
+    Args:
+        demo: the demo database built by :func:`demo_db`.
+        work: a folder for the copy, the config and the server log.
+        tokens: ``TWIN_TOKENS`` (``<token>:<role>,...``).
+
+    Yields:
+        The running server.
+    """
+    twin = ROOT / ".venv" / "bin" / "twin"
+    db = work / "demo.db"
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{demo}{suffix}").exists():
+            shutil.copyfile(f"{demo}{suffix}", f"{db}{suffix}")
     config = work / "live.toml"
     config.write_text(CONFIG)
     port = _free_port()
-    env = {**os.environ, "TWIN_TOKENS": f"{FEED_TOKEN}:feed", "TWIN_DB": f"sqlite:///{db}"}
+    env = {**os.environ, "TWIN_TOKENS": tokens, "TWIN_DB": f"sqlite:///{db}"}
     log = (work / "serve.log").open("wb")
     argv = [str(twin), "serve", "--db", f"sqlite:///{db}", "--port", str(port)]
     argv += ["--config", str(config)]
@@ -129,6 +150,13 @@ def viewer_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="session")
+def viewer_server(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Serve the Delft demo with a test style config."""
+    with serve_copy(demo_db, tmp_path_factory.mktemp("viewer"), f"{FEED_TOKEN}:feed") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def chromium() -> Iterator[Any]:
     """Debian's Chromium driven by Python playwright (SwiftShader WebGL, headless)."""
     if not CHROMIUM.exists():
@@ -155,13 +183,19 @@ class PageLog:
 
 @pytest.fixture
 def open_page(chromium: Any, viewer_server: Server) -> Iterator[Any]:
-    """Open the viewer in a fresh context: ``open_page(query, hash, viewport=...)``.
+    """Open the viewer in a fresh context: ``open_page(query, hash, viewport=..., server=...)``.
 
     Returns the page once ``citytwin.ready`` resolved; ``page.log`` is its :class:`PageLog`.
+    Each call is a new browser context (its own storage: another citizen).
     """
     contexts: list[Any] = []
 
-    def opener(query: str = "", fragment: str = "", viewport: tuple[int, int] = (1280, 800)) -> Any:
+    def opener(
+        query: str = "",
+        fragment: str = "",
+        viewport: tuple[int, int] = (1280, 800),
+        server: Server | None = None,
+    ) -> Any:
         ctx = chromium.new_context(
             viewport={"width": viewport[0], "height": viewport[1]}, device_scale_factor=1
         )
@@ -185,7 +219,7 @@ def open_page(chromium: Any, viewer_server: Server) -> Iterator[Any]:
             lambda r: log.problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None,
         )
         page.log = log
-        page.goto(f"{viewer_server.url}/{query}{fragment}")
+        page.goto(f"{(server or viewer_server).url}/{query}{fragment}")
         page.wait_for_function("window.citytwin !== undefined")
         page.evaluate("citytwin.ready")
         return page
@@ -227,4 +261,4 @@ def clickable_building(page: Any, server: Server, limit: int = 200) -> dict[str,
     return dict(found)
 
 
-__all__ = ["BUILDING_STYLE", "Server", "clickable_building", "save_screenshot"]
+__all__ = ["BUILDING_STYLE", "Server", "clickable_building", "save_screenshot", "serve_copy"]

@@ -5,9 +5,13 @@ import { Viewer } from './viewer.js';
 import { LiveStream } from './stream.js';
 import { ObjectPanel } from './panel.js';
 import { NO_DATA, buildRules, formatNumber, linearOf } from './styles.js';
+import { Participation } from './participation.js';
+import { ScenarioView, scenarioModes } from './scenarios.js';
 
 const params = new URLSearchParams(location.search);
-const scenario = params.get('scenario') || 'base';
+let scenario = params.get('scenario') || 'base';
+let bothMode = params.get('both') === '1';
+const sessionId = params.get('session');
 const naiveMode = params.get('naive') === '1';
 const NO_DATA_RGB = linearOf(NO_DATA);
 const IMPACT = { failed: linearOf('#5b0f8a'), building: linearOf('#d7191c'), asset: linearOf('#ff6a00') };
@@ -77,6 +81,19 @@ const panel = new ObjectPanel($('#panel'), {
   },
 });
 
+const scenarioView = new ScenarioView(viewer, $('#diff-panel'), { select: (id, opts) => select(id, opts) });
+const participation = sessionId
+  ? new Participation(sessionId, {
+      viewer,
+      stream,
+      select: (id, opts) => select(id, opts),
+      scenario: () => scenario,
+      switchTo: (name) => switchScenario(name, { both: bothMode && name === scenario }),
+      featureIds: () => state.table?.strings.id ?? null,
+    })
+  : null;
+let modes = [];
+
 window.citytwin = {
   ready,
   timings,
@@ -91,6 +108,17 @@ window.citytwin = {
   },
   pixel: (x, y) => viewer.pixel(x, y),
   streamState: () => stream.state,
+  // Participation (?session=): the comments listed, and where a comment's pin is.
+  comments: () => participation?.list() ?? [],
+  pinPosition: (commentId) => participation?.pins.position(commentId) ?? null,
+  // Extras (not in the contract): scenario modes ("base", a proposal, "both:<proposal>"),
+  // and the camera pose (scene coordinates) for tests that compare views.
+  setScenario: (key) => setMode(key),
+  scenarioMode: () => (bothMode ? `both:${scenario}` : scenario),
+  camera: () => {
+    const { position: p, target: t } = viewer.getView();
+    return { position: [p.x, p.y, p.z], target: [t.x, t.y, t.z], fov: viewer.camera.fov };
+  },
   // Extra (not in the contract): the feature id under a point, for tests that check occlusion.
   pick: (x, y) => {
     const f = viewer.pick(x, y);
@@ -151,7 +179,7 @@ async function showImpact(network, id) {
 
 function clearImpact() {
   state.impact = null;
-  viewer.setOverlay(null);
+  viewer.setOverlay(scenarioView.overlay());
   panel.root.querySelector('.impact')?.replaceChildren();
 }
 
@@ -217,6 +245,11 @@ stream.addEventListener('snapshot', (ev) => {
 stream.addEventListener('delta', (ev) => {
   for (const u of ev.detail.updates) applyUpdate(u.id, u.property, { value: u.value, time: u.time, source: u.source });
   $('#stream-status').title = `last update ${new Date().toLocaleTimeString()}`;
+});
+stream.addEventListener('event', (ev) => {
+  const event = ev.detail.event;
+  if (event?.kind === 'comment' || event?.kind === 'moderation') participation?.onEvent(event);
+  else if (event?.kind === 'scenario') loadModes().catch(() => {});
 });
 stream.addEventListener('state', (ev) => {
   const el = $('#stream-status');
@@ -490,6 +523,12 @@ canvas.addEventListener('pointerup', (e) => {
   const quick = performance.now() - down.t < 800;
   down = null;
   if (moved > 5 || !quick) return;
+  if (participation?.handleCanvasClick(e.clientX, e.clientY)) return;
+  const pin = participation?.pinAt(e.clientX, e.clientY);
+  if (pin) {
+    participation.focusComment(pin);
+    return;
+  }
   const f = viewer.pick(e.clientX, e.clientY);
   if (f >= 0) select(state.table.strings.id[f]);
   else deselect();
@@ -509,7 +548,12 @@ document.addEventListener('keydown', (e) => {
   }
 });
 
-if (PHONE.matches) toggleLayers(false);
+if (PHONE.matches) {
+  toggleLayers(false);
+  $('#diff-panel').open = false;
+}
+// A session's comments column takes the left side: the layers start closed there.
+if (sessionId) toggleLayers(false);
 
 // -- boot ----------------------------------------------------------------------------------
 
@@ -533,28 +577,142 @@ async function json(responseP, url) {
   return r.json();
 }
 
-async function boot() {
-  // index.html started these downloads before the modules loaded.
-  const pre = window.__citytwinPrefetch?.scenario === scenario ? window.__citytwinPrefetch : {};
-  const stylesP = json(pre.styles, '/api/styles').catch(() => ({ rules: [] }));
-  const netsP = json(pre.networks, `/api/networks?scenario=${encodeURIComponent(scenario)}`).catch(() => []);
-  let naive;
-  if (naiveMode) {
-    const { buildNaive } = await import('./naive.js');
-    naive = buildNaive;
-  }
-  const { table } = await viewer.setScenario(scenario, { onProgress: showProgress, naive, response: pre.scene });
-  timings.sceneLoaded = performance.now();
+/**
+ * Load a scenario's scene and rebuild what depends on its feature table.
+ * @param {string} name
+ * @param {{response?: Promise<Response>, naive?: any, keepView?: boolean}} [opts]
+ */
+async function loadScene(name, opts = {}) {
+  const netsP = json(opts.networks, `/api/networks?scenario=${encodeURIComponent(name)}`).catch(() => []);
+  const { table } = await viewer.setScenario(name, { onProgress: showProgress, ...opts });
+  scenario = name;
+  panel.app.scenario = name;
   state.table = table;
   state.types = table.strings.type ?? new Array(table.count).fill('');
   state.networks = await netsP;
   state.netOf = new Int16Array(table.count).fill(-1);
+  state.hiddenNetworks.clear();
+  state.impact = null;
   const prefixes = state.networks.map((n) => `net:${n.id}:`);
   table.strings.id.forEach((id, f) => {
     if (!id.startsWith('net:')) return;
     const i = prefixes.findIndex((p) => id.startsWith(p));
     state.netOf[f] = i >= 0 ? i : state.networks.length;
   });
+  return table;
+}
+
+/** The scenario modes on offer: the session's scenarios, or the base and every proposal. */
+async function loadModes() {
+  let known = [];
+  try {
+    known = await json(null, '/api/scenarios');
+  } catch {
+    known = [];
+  }
+  const bases = new Map(known.map((x) => [x.name, x.base ?? null]));
+  const names = participation?.session ? participation.session.scenarios : known.map((x) => x.name);
+  if (!names.includes(scenario)) names.push(scenario);
+  modes = names.length > 1 ? scenarioModes(names, bases) : [];
+  renderModes();
+}
+
+function renderModes() {
+  const sel = $('#scenario-mode');
+  sel.replaceChildren(
+    ...modes.map((m) => {
+      const o = document.createElement('option');
+      o.value = m.key;
+      o.textContent = m.label;
+      return o;
+    }),
+  );
+  $('#scenario-switch').hidden = modes.length < 2;
+  // Without a session the control lives in the layers card.
+  const home = participation ? $('#session-strip') : $('#layers');
+  if ($('#scenario-switch').parentElement !== home) home.append($('#scenario-switch'));
+  sel.value = bothMode ? `both:${scenario}` : scenario;
+}
+
+let switching = Promise.resolve();
+
+/** Switch to a mode key ("base", a proposal, "both:<proposal>"). */
+function setMode(key) {
+  const m = modes.find((x) => x.key === key);
+  const both = key.startsWith('both:');
+  const name = m ? m.scenario : both ? key.slice(5) : key;
+  return switchScenario(name, { both });
+}
+
+function switchScenario(name, { both = false } = {}) {
+  switching = switching.catch(() => {}).then(() => doSwitch(name, both));
+  return switching;
+}
+
+async function doSwitch(name, both) {
+  if (name === scenario && both === bothMode && state.loaded) return;
+  const sel = $('#scenario-mode');
+  sel.disabled = true;
+  $('#progress').hidden = false;
+  const keepSel = state.selectedId;
+  try {
+    if (name !== scenario) {
+      state.loaded = false;
+      await loadScene(name, { keepView: true });
+      buildLayers();
+      applyRule(ruleFromParam(state.rule?.key));
+      applyVisibility();
+      state.loaded = true;
+    }
+    bothMode = both;
+    await applyMode();
+    if (keepSel && viewer.indexOf(keepSel) >= 0) select(keepSel);
+    else if (keepSel) deselect();
+    const q = new URLSearchParams(location.search);
+    if (name === 'base') q.delete('scenario');
+    else q.set('scenario', name);
+    if (both) q.set('both', '1');
+    else q.delete('both');
+    const qs = q.toString();
+    history.replaceState(history.state, '', `${location.pathname}${qs ? `?${qs}` : ''}${location.hash}`);
+  } finally {
+    sel.disabled = false;
+    sel.value = bothMode ? `both:${scenario}` : scenario;
+    $('#progress').hidden = true;
+    viewer.render();
+  }
+}
+
+/** Apply the current mode's diff card, tint and ghost, and put the pins on the scene. */
+async function applyMode() {
+  const m = modes.find((x) => x.key === (bothMode ? `both:${scenario}` : scenario));
+  const p = scenarioView.apply(m ?? { scenario, both: bothMode, base: 'base' });
+  participation?.refreshPins();
+  await p;
+}
+
+$('#scenario-mode').addEventListener('change', (e) => {
+  setMode(e.target.value).catch((err) => {
+    $('#scenario-error').textContent = `Cannot switch: ${err.message}`;
+  });
+});
+
+async function boot() {
+  if (participation) {
+    const session = await participation.loadSession();
+    if (!params.get('scenario')) scenario = session.scenarios.includes('base') ? 'base' : session.scenarios[0];
+  }
+  // index.html started these downloads before the modules loaded.
+  const pre = window.__citytwinPrefetch?.scenario === scenario ? window.__citytwinPrefetch : {};
+  const stylesP = json(pre.styles, '/api/styles').catch(() => ({ rules: [] }));
+  const modesP = loadModes();
+  let naive;
+  if (naiveMode) {
+    const { buildNaive } = await import('./naive.js');
+    naive = buildNaive;
+  }
+  const table = await loadScene(scenario, { naive, response: pre.scene, networks: pre.networks });
+  timings.sceneLoaded = performance.now();
   const styles = await stylesP;
   state.rules = buildRules(styles.rules ?? [], table, isNetwork);
   buildLayers();
@@ -565,9 +723,18 @@ async function boot() {
   viewer.render();
   timings.firstFrame = performance.now();
   $('#progress').hidden = true;
-  document.title = `CityTwin · ${table.count.toLocaleString('en')} objects`;
+  if (!participation) document.title = `CityTwin · ${table.count.toLocaleString('en')} objects`;
   resolveReady();
   stream.start();
+  await modesP;
+  if (bothMode && !modes.some((m) => m.key === `both:${scenario}`)) bothMode = false;
+  const comments = participation?.loadComments().catch((err) => {
+    const box = $('#comments-empty');
+    box.hidden = false;
+    box.classList.add('error');
+    box.textContent = `Cannot load the comments: ${err.message}`;
+  });
+  await Promise.all([applyMode(), comments]);
 }
 
 boot().catch((err) => {

@@ -81,10 +81,11 @@ export class Viewer extends EventTarget {
    * @param {string} url
    * @param {{onProgress?: (loaded: number, total: number|null) => void,
    *          response?: Promise<Response>,
-   *          naive?: (scene: THREE.Object3D, ids: string[]) => THREE.Object3D}} [opts]
+   *          naive?: (scene: THREE.Object3D, ids: string[]) => THREE.Object3D,
+   *          keepView?: boolean}} [opts] keepView: keep the camera (a scenario switch)
    * @returns {Promise<{table: any, json: any}>}
    */
-  async load(url, { onProgress, naive, response } = {}) {
+  async load(url, { onProgress, naive, response, keepView = false } = {}) {
     this.abort?.abort();
     const abort = (this.abort = new AbortController());
     const buffer = await fetchGlb(url, { onProgress, signal: abort.signal, response });
@@ -130,7 +131,9 @@ export class Viewer extends EventTarget {
       overlay: null,
     };
     this.selectedIndex = -1;
+    const keep = keepView ? this.getView() : null;
     this._frame(index);
+    if (keep) this.setView(keep.position, keep.target);
     this.needsRender = true;
     return { table, json };
   }
@@ -236,6 +239,22 @@ export class Viewer extends EventTarget {
   /** The camera position and target. */
   getView() {
     return { position: this.camera.position.clone(), target: this.controls.target.clone() };
+  }
+
+  /**
+   * Fly to a stored camera pose (a comment's), optionally with its field of view.
+   * @param {{x,y,z}} position
+   * @param {{x,y,z}} target
+   * @param {{fov?: number|null, duration?: number}} [opts]
+   */
+  flyToView(position, target, { fov = null, duration = 700 } = {}) {
+    if (fov && Math.abs(fov - this.camera.fov) > 1e-6) {
+      this.camera.fov = fov;
+      this.camera.updateProjectionMatrix();
+    }
+    const p = new THREE.Vector3(position.x, position.y, position.z);
+    const t = new THREE.Vector3(target.x, target.y, target.z);
+    return this._fly(p, t, duration);
   }
 
   /** Fly back to the initial framing of the whole scene. */
@@ -493,16 +512,46 @@ export class Viewer extends EventTarget {
 
   /** The visible feature under CSS coordinates (page viewport), or -1. */
   pick(x, y) {
-    if (!this.features) return -1;
-    const rect = this.canvas.getBoundingClientRect();
-    const ndc = new THREE.Vector2(((x - rect.left) / rect.width) * 2 - 1, -((y - rect.top) / rect.height) * 2 + 1);
-    this.raycaster.setFromCamera(ndc, this.camera);
+    return this.pickHit(x, y)?.f ?? -1;
+  }
+
+  /**
+   * The visible feature under CSS coordinates and the hit point on it.
+   * @returns {{f: number, point: THREE.Vector3} | null} point in scene coordinates
+   */
+  pickHit(x, y) {
+    if (!this.features) return null;
+    this._rayAt(x, y);
     const hits = this.raycaster.intersectObjects(this.features.pickables, false);
     for (const hit of hits) {
       const f = this._featureOfHit(hit);
-      if (f >= 0 && !this.features.hidden[f]) return f;
+      if (f >= 0 && !this.features.hidden[f]) return { f, point: hit.point.clone() };
     }
-    return -1;
+    return null;
+  }
+
+  /**
+   * Raycast other objects (pins...) under CSS coordinates, nearest first.
+   * @param {THREE.Object3D[]} objects
+   */
+  intersect(x, y, objects) {
+    this._rayAt(x, y);
+    return this.raycaster.intersectObjects(objects, false);
+  }
+
+  _rayAt(x, y) {
+    const rect = this.canvas.getBoundingClientRect();
+    const ndc = new THREE.Vector2(((x - rect.left) / rect.width) * 2 - 1, -((y - rect.top) / rect.height) * 2 + 1);
+    this.raycaster.setFromCamera(ndc, this.camera);
+  }
+
+  /** Where a scene point is on the page (CSS pixels) and whether it is in the view. */
+  project(point) {
+    const p = new THREE.Vector3(point.x, point.y, point.z).project(this.camera);
+    const rect = this.canvas.getBoundingClientRect();
+    const x = rect.left + ((p.x + 1) / 2) * rect.width;
+    const y = rect.top + ((1 - p.y) / 2) * rect.height;
+    return { x, y, visible: p.z > -1 && p.z < 1 && Math.abs(p.x) <= 1 && Math.abs(p.y) <= 1 };
   }
 
   _featureOfHit(hit) {
