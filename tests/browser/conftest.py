@@ -156,7 +156,7 @@ def viewer_server(demo_db: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium() -> Iterator[Any]:
     """Debian's Chromium driven by Python playwright (SwiftShader WebGL, headless)."""
     if not CHROMIUM.exists():
