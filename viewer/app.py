@@ -28,6 +28,7 @@ from viewer.routes import (
     state,
     stream,
     system,
+    tiles,
     web,
 )
 
@@ -158,6 +159,7 @@ def create_app(services: Services, *, fast_path: bool = True, live: bool = True)
     app.include_router(sessions.router)
     app.include_router(scenarios.router)
     app.include_router(stream.router)
+    app.include_router(tiles.router)
     app.include_router(web.router)
     # GZip skips responses that already have Content-Encoding (the GLB) and 206s.
     app.add_middleware(GZipMiddleware, minimum_size=1024)

@@ -143,6 +143,52 @@ def export(
     )
 
 
+@app.command()
+def tiles(
+    cities: Annotated[
+        list[Path], typer.Argument(help="CityJSON (.json) / CityJSONSeq (.jsonl) files, one CRS")
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="tileset folder to write")],
+    max_features: Annotated[
+        int, typer.Option("--max-features", min=1, help="most objects per leaf tile")
+    ] = 2000,
+    archive: Annotated[
+        Path | None, typer.Option("--3tz", help="also pack the tileset into this .3tz archive")
+    ] = None,
+    lod: LodOpt = None,
+) -> None:
+    """Write an OGC 3D Tiles 1.1 tileset (tileset.json + GLB tiles) of one or more cities.
+
+    Leaves hold the full geometry, parents LoD1 blocks; every tile carries the object ids
+    (EXT_mesh_features + EXT_structural_metadata), like the single-GLB export.
+    """
+    from ingest.cityjson import iter_cityjson
+    from scene.tiles import write_3tz, write_tileset
+
+    t0 = time.perf_counter()
+
+    def models() -> Iterator[CityModel]:
+        for city in cities:
+            with _progress(city, "reading", unit="bytes") as progress:
+                yield from iter_cityjson(city, lod=lod, progress=progress, wgs84=False)
+
+    def progress(done: int, total: int) -> None:
+        typer.echo(f"\rtiles {done:,}/{total:,}", nl=False, err=True)
+        if done == total:
+            typer.echo("", err=True)
+
+    stats = write_tileset(models(), output, max_features=max_features, progress=progress)
+    _print_lines([f"warning: {w}" for w in stats.warnings])
+    typer.echo(
+        f"{output / 'tileset.json'}: {stats.objects:,} objects in {stats.leaves:,} leaf tiles "
+        f"({stats.tiles:,} tiles, depth {stats.depth}), {stats.triangles:,} triangles, "
+        f"{stats.bytes / 1e6:.1f} MB in {time.perf_counter() - t0:.2f} s"
+    )
+    if archive is not None:
+        size = write_3tz(output, archive)
+        typer.echo(f"{archive}: {size / 1e6:.1f} MB (3D Tiles archive)")
+
+
 def _model_warnings(model: CityModel) -> list[str]:
     return [
         f"warning: {w.message}" + (f" (object {w.object_id!r})" if w.object_id else "")
