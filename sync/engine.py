@@ -191,7 +191,6 @@ class SyncEngine:
         results = [BatchResult() for _ in messages]
         dead: list[DeadLetter] = []
         updates: list[StateUpdate] = []
-        owner: list[int] = []
         for i, m in enumerate(messages):
             try:
                 obs = decode(m, self.formats.get(m.feed), topic_template=self.topic_template)
@@ -212,7 +211,6 @@ class SyncEngine:
             results[i].reasons.extend(r.reason for r in rej[:20])
             results[i].accepted += len(ups)
             updates.extend(ups)
-            owner.extend([i] * len(ups))
         if dead:
             self.store.append_rejected(dead)
         applied = self.store.apply_updates(updates)

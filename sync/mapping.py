@@ -437,6 +437,10 @@ def _bound(text: str) -> str:
     return data[: MAX_PAYLOAD_BYTES - 3].decode("utf-8", "ignore") + "..."
 
 
+_ANY = PropertySpec()
+"""The spec of a property the mapping does not declare: any type, no unit or range."""
+
+
 class _Refused(Exception):
     """One observation's rejection reason, inside this module only."""
 
@@ -576,31 +580,58 @@ def resolve_all(
     known = exists(candidates) if candidates else set()
 
     # Pass 2: in input order, refuse or build the update.
+    properties = mapping.properties
+    strict = mapping.strict_properties
+    # The latest event time _check_time accepts; not finite: every time takes that path.
+    limit = received + MAX_FUTURE_S if math.isfinite(received) else -math.inf
+    append = updates.append
     for index, obs, object_id, prop, emap in resolved:
         try:
             if object_id not in known:
                 via = f" (mapped from {_clip(obs.entity, 80)!r})" if object_id != obs.entity else ""
                 raise _Refused(f"unknown object {_clip(object_id, 80)!r}{via}")
-            spec = mapping.properties.get(prop)
+            spec = properties.get(prop)
             if spec is None:
-                if mapping.strict_properties:
+                if strict:
                     raise _Refused(f"unknown property {_clip(prop, 80)!r} (strict mapping)")
-                spec = PropertySpec()
-            unit = obs.unit if isinstance(obs.unit, str) and obs.unit else None
-            value = _check_value(obs.value, spec, unit, emap)
-            time = _check_time(obs.time, received)
+                spec = _ANY
+            value = obs.value
+            vtype = type(value)
+            # Fast path: what _check_value returns unchanged for an unconstrained property
+            # with no scale/offset (text, null, a boolean, a finite float, a 64-bit int).
+            if not (
+                spec is _ANY
+                and (emap is None or (emap.scale == 1.0 and emap.offset == 0.0))
+                and (
+                    vtype is str
+                    or value is None
+                    or vtype is bool
+                    or (vtype is float and value - value == 0.0)
+                    or (vtype is int and -_INT64 <= value <= _INT64)
+                )
+            ):
+                unit = obs.unit if isinstance(obs.unit, str) and obs.unit else None
+                value = _check_value(value, spec, unit, emap)
+            time = obs.time
+            # Fast path: a float time _check_time accepts as it is.
+            if time is None:
+                time = received
+            elif not (type(time) is float and MIN_TIME <= time <= limit):
+                time = _check_time(time, received)
         except _Refused as exc:
             refuse(index, obs, str(exc))
             continue
-        updates.append(
+        quality = obs.quality
+        msg_id = obs.msg_id
+        append(
             StateUpdate(
-                object_id=object_id,
-                property=prop,
-                value=value,
-                time=time,
-                source=feed,
-                quality=obs.quality if isinstance(obs.quality, str) else None,
-                msg_id=obs.msg_id if isinstance(obs.msg_id, str) else None,
+                object_id,
+                prop,
+                value,
+                time,
+                feed,
+                quality if quality is None or isinstance(quality, str) else None,
+                msg_id if msg_id is None or isinstance(msg_id, str) else None,
             )
         )
     # Pass 1 and pass 2 both refuse: restore input order (the sort is stable).

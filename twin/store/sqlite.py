@@ -17,8 +17,11 @@ import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from functools import reduce
+from itertools import chain
+from operator import add, attrgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -559,66 +562,84 @@ class SqliteStore:
         res = ApplyResult()
         if not updates:
             return res
-        rollup: dict[tuple[str, str, int], list[Any]] = {}
+        points = list(map(_POINT, updates))
+        pairs = list(set(map(_PAIR, updates)))
+        msg_ids = set(map(_MSG_ID, updates))
+        msg_ids.discard(None)
+        rollup: dict[tuple[str, str, int], list[float | None]] = {}
         with self._tx() as db:
-            # Set-based: three lookups for the whole batch (existing points, message ids,
-            # current latest times), then the per-row decisions in Python, exactly as a
-            # row-by-row apply would make them, then bulk writes.
-            db.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS upd (object_id TEXT, property TEXT, t REAL, "
-                "msg_id TEXT)"
-            )
-            db.execute("DELETE FROM temp.upd")
-            db.executemany(
-                "INSERT INTO temp.upd VALUES (?, ?, ?, ?)",
-                [(u.object_id, u.property, u.time, u.msg_id) for u in updates],
-            )
+            # Set-based: three keyed lookups for the whole batch (existing points, message
+            # ids, current latest times), then the per-row decisions in Python, exactly as
+            # a row-by-row apply would make them, then bulk writes.
             seen_points = set(
-                db.execute(
-                    "SELECT h.object_id, h.property, h.t FROM temp.upd u CROSS JOIN history h "
-                    "ON h.object_id = u.object_id AND h.property = u.property AND h.t = u.t"
-                ).fetchall()
-            )
-            seen_msgs = {
-                r[0]
-                for r in db.execute(
-                    "SELECT h.msg_id FROM history h WHERE h.msg_id IN "
-                    "(SELECT msg_id FROM temp.upd WHERE msg_id IS NOT NULL)"
+                _lookup(
+                    db,
+                    "SELECT h.object_id, h.property, h.t FROM u CROSS JOIN history h "
+                    "ON h.object_id = u.c1 AND h.property = u.c2 AND h.t = u.c3",
+                    points,
+                    3,
                 )
-            }
+            )
+            seen_msgs = (
+                {
+                    r[0]
+                    for r in _lookup(
+                        db,
+                        "SELECT h.msg_id FROM u CROSS JOIN history h ON h.msg_id = u.c1",
+                        [(m,) for m in msg_ids],
+                        1,
+                    )
+                }
+                if msg_ids
+                else set()
+            )
             current: dict[tuple[str, str], float] = {
                 (o, p): t
-                for o, p, t in db.execute(
-                    "SELECT s.object_id, s.property, s.t FROM "
-                    "(SELECT DISTINCT object_id, property FROM temp.upd) u "
-                    "JOIN state s ON s.object_id = u.object_id AND s.property = u.property"
+                for o, p, t in _lookup(
+                    db,
+                    "SELECT s.object_id, s.property, s.t FROM u CROSS JOIN state s "
+                    "ON s.object_id = u.c1 AND s.property = u.c2",
+                    pairs,
+                    2,
                 )
             }
             rows = []
             newest: dict[tuple[str, str], tuple[StateUpdate, str, float | None]] = {}
-            for u in updates:
-                point = (u.object_id, u.property, u.time)
-                if point in seen_points or (u.msg_id is not None and u.msg_id in seen_msgs):
-                    res.duplicates += 1
+            latest = res.latest
+            late = duplicates = 0
+            dumps = orjson.dumps
+            floor = math.floor
+            for u, point in zip(updates, points, strict=True):
+                msg_id = u.msg_id
+                if point in seen_points or (msg_id is not None and msg_id in seen_msgs):
+                    duplicates += 1
                     continue
                 seen_points.add(point)
-                if u.msg_id is not None:
-                    seen_msgs.add(u.msg_id)
-                value = orjson.dumps(u.value).decode()
-                num = _num(u.value)
-                rows.append(
-                    (u.object_id, u.property, u.time, value, num, u.source, u.quality, u.msg_id)
-                )
-                res.stored += 1
-                _roll(rollup, u.object_id, u.property, u.time, num)
-                key = (u.object_id, u.property)
-                cur = current.get(key)
-                if cur is None or u.time > cur:
-                    current[key] = u.time
-                    newest[key] = (u, value, num)
-                    res.latest.append(u)
+                if msg_id is not None:
+                    seen_msgs.add(msg_id)
+                v = u.value
+                value = dumps(v).decode()
+                num = float(v) if type(v) is float or type(v) is int else _num(v)
+                o, p, t = point
+                rows.append((o, p, t, value, num, u.source, u.quality, msg_id))
+                # Per-minute rollup: the batch's values per minute, aggregated below.
+                minute = (o, p, floor(t / 60))
+                nums = rollup.get(minute)
+                if nums is None:
+                    rollup[minute] = [num]
                 else:
-                    res.late += 1
+                    nums.append(num)
+                key = (o, p)
+                cur = current.get(key)
+                if cur is None or t > cur:
+                    current[key] = t
+                    newest[key] = (u, value, num)
+                    latest.append(u)
+                else:
+                    late += 1
+            res.stored = len(rows)
+            res.duplicates = duplicates
+            res.late = late
             db.executemany(
                 "INSERT INTO history (object_id, property, t, value, num, source, quality, "
                 "msg_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -843,28 +864,47 @@ _ROLLUP_SELECT = (
 )
 
 
-def _roll(
-    rollup: dict[tuple[str, str, int], list[Any]],
-    object_id: str,
-    prop: str,
-    t: float,
-    num: float | None,
+_POINT = attrgetter("object_id", "property", "time")
+_PAIR = attrgetter("object_id", "property")
+_MSG_ID = attrgetter("msg_id")
+_LOOKUP_ROWS = 256  # x 3 columns stays under SQLite's historic 999-parameter limit
+
+
+def _lookup(
+    db: sqlite3.Connection, select: str, keys: Sequence[tuple[Any, ...]], width: int
+) -> Iterator[Any]:
+    """Rows of ``WITH u(c1..cN) AS (VALUES <keys>) <select>``, in chunks of keys.
+
+    One statement per chunk instead of a temporary table filled row by row. A short chunk
+    is padded to a power of two by repeating its last key (the callers collect the rows
+    into sets and dicts, so repeats change nothing), which keeps the statements few and
+    cached. The VALUES columns have no affinity: comparing them with a table column
+    applies that column's affinity, as inserting into a typed table would.
+    """
+    names = ", ".join(f"c{i}" for i in range(1, width + 1))
+    row = "(" + ", ".join("?" * width) + ")"
+    for start in range(0, len(keys), _LOOKUP_ROWS):
+        chunk = list(keys[start : start + _LOOKUP_ROWS])
+        size = 1 << (len(chunk) - 1).bit_length()
+        chunk.extend(chunk[-1:] * (size - len(chunk)))
+        values = ", ".join([row] * size)
+        yield from db.execute(
+            f"WITH u({names}) AS (VALUES {values}) {select}", list(chain.from_iterable(chunk))
+        )
+
+
+def _write_rollup(
+    db: sqlite3.Connection, rollup: dict[tuple[str, str, int], list[float | None]]
 ) -> None:
-    """Add one stored point to the per-minute aggregates of a batch."""
-    key = (object_id, prop, math.floor(t / 60))
-    agg = rollup.get(key)
-    if agg is None:
-        rollup[key] = [1, int(num is not None), num or 0.0, num, num]
-        return
-    agg[0] += 1
-    if num is not None:
-        agg[1] += 1
-        agg[2] += num
-        agg[3] = num if agg[3] is None else min(agg[3], num)
-        agg[4] = num if agg[4] is None else max(agg[4], num)
-
-
-def _write_rollup(db: sqlite3.Connection, rollup: dict[tuple[str, str, int], list[Any]]) -> None:
+    """Add a batch's per-minute values (None for a non-number) to ``history_1m``."""
+    rows = []
+    for key, values in rollup.items():
+        nums = [x for x in values if x is not None] if None in values else cast(list[float], values)
+        # The sum in value order from 0.0, as adding one point at a time would give it.
+        total = reduce(add, nums, 0.0)
+        lo = min(nums) if nums else None
+        hi = max(nums) if nums else None
+        rows.append((*key, len(values), len(nums), total, lo, hi))
     db.executemany(
         "INSERT INTO history_1m (object_id, property, minute, n, n_num, total, lo, hi) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (object_id, property, minute) DO UPDATE "
@@ -872,7 +912,7 @@ def _write_rollup(db: sqlite3.Connection, rollup: dict[tuple[str, str, int], lis
         "total = total + excluded.total, "
         "lo = min(COALESCE(lo, excluded.lo), COALESCE(excluded.lo, lo)), "
         "hi = max(COALESCE(hi, excluded.hi), COALESCE(excluded.hi, hi))",
-        [(*k, *v) for k, v in rollup.items()],
+        rows,
     )
 
 
