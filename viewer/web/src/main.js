@@ -49,7 +49,13 @@ function softwareRendering() {
 }
 
 const aa = params.get('aa');
-const viewer = new Viewer($('#canvas'), { antialias: aa === null ? !softwareRendering() : aa !== '0' });
+const software = softwareRendering();
+// `?lite=0|1` overrides: Lambert shading on software rasterizers, PBR on GPUs.
+const lite = params.get('lite');
+const viewer = new Viewer($('#canvas'), {
+  antialias: aa === null ? !software : aa !== '0',
+  lite: lite === null ? software : lite !== '0',
+});
 const stream = new LiveStream('/api/stream');
 
 const state = {

@@ -18,11 +18,13 @@ const DEG = Math.PI / 180;
 export class Viewer extends EventTarget {
   /**
    * @param {HTMLCanvasElement} canvas
-   * @param {{antialias?: boolean}} [options]
+   * @param {{antialias?: boolean, lite?: boolean}} [options] `lite`: Lambert instead of
+   *   physically based shading (a software rasterizer pays per fragment for PBR).
    */
-  constructor(canvas, { antialias = true } = {}) {
+  constructor(canvas, { antialias = true, lite = false } = {}) {
     super();
     this.canvas = canvas;
+    this.lite = lite;
     this.renderer = new THREE.WebGLRenderer({
       canvas,
       antialias,
@@ -101,6 +103,7 @@ export class Viewer extends EventTarget {
         meshes.push(o);
       }
     });
+    if (this.lite) liteMaterials(meshes);
     const ids = table.strings.id;
     const indexOfId = new Map(ids.map((id, i) => [id, i]));
     const index = new FeatureIndex(meshes, table.count);
@@ -721,4 +724,35 @@ function niceStep(x) {
   const p = Math.pow(10, Math.floor(Math.log10(Math.max(x, 1e-6))));
   const m = x / p;
   return (m < 1.5 ? 1 : m < 3.5 ? 2 : m < 7.5 ? 5 : 10) * p;
+}
+
+/**
+ * Swap glTF PBR materials for Lambert ones with the same color, side and transparency
+ * (same look under the scene's hemisphere + sun lights, a fraction of the fragment cost).
+ * @param {THREE.Object3D[]} meshes
+ */
+function liteMaterials(meshes) {
+  const swapped = new Map();
+  for (const mesh of meshes) {
+    if (!mesh.isMesh) continue;
+    const swap = (m) => {
+      if (!m?.isMeshStandardMaterial) return m;
+      if (!swapped.has(m)) {
+        swapped.set(
+          m,
+          new THREE.MeshLambertMaterial({
+            name: m.name,
+            color: m.color,
+            emissive: m.emissive,
+            side: m.side,
+            transparent: m.transparent,
+            opacity: m.opacity,
+          }),
+        );
+        m.dispose();
+      }
+      return swapped.get(m);
+    };
+    mesh.material = Array.isArray(mesh.material) ? mesh.material.map(swap) : swap(mesh.material);
+  }
 }
