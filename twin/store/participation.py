@@ -37,6 +37,7 @@ from twin.participation import (
     moderate,
 )
 from twin.store.base import StateStore
+from twin.store.sqlite import write_tx
 
 __all__ = [
     "MemoryParticipationStore",
@@ -489,23 +490,8 @@ class SqliteParticipationStore:
             raise TwinError(f"cannot open participation tables in {url!r}: {exc}") from None
         self._lock = threading.RLock()
 
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise TwinError(f"store {self.url!r}: cannot start a write ({exc})") from None
-            try:
-                yield self._db
-            except sqlite3.Error as exc:
-                self._db.execute("ROLLBACK")
-                raise TwinError(f"store {self.url!r}: write failed ({exc})") from None
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            else:
-                self._db.execute("COMMIT")
+    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return write_tx(self._db, self._lock, self.url)
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock:

@@ -16,7 +16,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from functools import reduce
 from itertools import chain
 from operator import add, attrgetter
@@ -187,6 +187,32 @@ def _num(value: Any) -> float | None:
     return float(value)
 
 
+@contextmanager
+def write_tx(
+    db: sqlite3.Connection, lock: threading.RLock, url: str
+) -> Iterator[sqlite3.Connection]:
+    """One write transaction on a shared connection: all of it lands or none of it.
+
+    Raises:
+        TwinError: the write cannot start or fails (the transaction is rolled back).
+    """
+    with lock:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise TwinError(f"store {url!r}: cannot start a write ({exc})") from None
+        try:
+            yield db
+        except sqlite3.Error as exc:
+            db.execute("ROLLBACK")
+            raise TwinError(f"store {url!r}: write failed ({exc})") from None
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        else:
+            db.execute("COMMIT")
+
+
 class SqliteStore:
     """StateStore on one SQLite file (``sqlite:///twin.db``).
 
@@ -299,23 +325,8 @@ class SqliteStore:
         finally:
             db.close()
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise TwinError(f"store {self.url!r}: cannot start a write ({exc})") from None
-            try:
-                yield self._db
-            except sqlite3.Error as exc:
-                self._db.execute("ROLLBACK")
-                raise TwinError(f"store {self.url!r}: write failed ({exc})") from None
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            else:
-                self._db.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return write_tx(self._db, self._lock, self.url)
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
