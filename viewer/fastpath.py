@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from twin.errors import TwinError
 from viewer.deps import Services
+from viewer.routes.objects import full_object
 
 __all__ = ["ObjectReadFastPath"]
 
@@ -54,8 +55,6 @@ class ObjectReadFastPath:
 
     def _answer(self, object_id: str, query: bytes) -> bytes | None:
         """The route's body for a found object, or None to let the app answer."""
-        from viewer.routes.objects import full_object
-
         if not object_id or len(query) > self.max_query:
             return None
         scenario = "base"
