@@ -13,7 +13,7 @@ setup: $(PY_STAMP) $(NODE_STAMP)
 $(PY_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,mqtt,postgres,nats,redis,osm]'
+	$(BIN)/python -m pip install -q -e '.[dev,mqtt,postgres,nats,redis,osm,dask]'
 	touch $@
 
 $(NODE_STAMP): package.json package-lock.json

@@ -4,9 +4,21 @@ Layout (3D Tiles 1.1): ``tileset.json`` at the root of the output folder and one
 tile under ``tiles/``. Objects are assigned to leaves by their centroid (an explicit
 quadtree split until a tile holds at most ``max_features`` objects); a leaf carries the
 full geometry of its objects, a parent carries LoD1 blocks (convex-hull prisms) of the
-largest objects of its subtree, and children REPLACE their parent (§ Refinement). Every
-tile GLB has ``_FEATURE_ID_0`` + EXT_mesh_features and an EXT_structural_metadata
-property table whose ``id`` column is the CityJSON id, as in the single-GLB scene.
+largest objects of its subtree (a quarter of ``max_features``), and children REPLACE their
+parent (§ Refinement). Every tile GLB has ``_FEATURE_ID_0`` + EXT_mesh_features and an
+EXT_structural_metadata property table whose ``id`` column is the CityJSON id, as in the
+single-GLB scene; positions and normals are quantized (KHR_mesh_quantization).
+
+Streaming: a CityJSONSeq is scanned line by line, keeping per object only its place
+(centre, region, footprint weight, byte offset); each tile becomes a self-contained job
+holding its objects' raw lines, run in this process, on a local process pool or on a
+Dask cluster, with at most two jobs per worker in flight, so memory is bounded by the
+tile size, not the city. A CityJSON document is first converted to a sequence
+(:func:`ingest.cityjsonseq.write_sequence`, ijson). Tiles are staged and moved into place
+with ``tileset.json`` last: a failed run leaves the previous tileset as it was.
+
+Overlays: :func:`write_overlay` writes a proposal over a base tileset, re-tiling only the
+leaves its objects touch and their ancestors; other tiles point at the base's files.
 
 Frames: each tile's positions are exact local ENU metres (east, north, up) around the
 tile's own origin, computed with pyproj from the source CRS to ECEF (EPSG:4978), written
@@ -22,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import importlib
 import io
 import os
 import shutil
@@ -41,16 +54,18 @@ import orjson
 from scene.gltf import GlbBuilder
 from twin.errors import NotFound, SceneError
 from twin.geometry import SEMANTIC_TYPES, CityModel
-from twin.objects import Twin, TwinObject
+from twin.objects import GeometrySummary, Twin, TwinObject
 from twin.store.base import StateStore
 
 __all__ = [
     "INDEX_3TZ",
     "BuiltTileset",
     "TileCache",
+    "TilesetPlan",
     "TilesetStats",
     "built_tileset",
     "write_3tz",
+    "write_overlay",
     "write_tileset",
 ]
 
@@ -60,6 +75,8 @@ ProgressFn = Callable[[int, int], None]
 
 INDEX_3TZ = "@3dtilesIndex1@"
 MAX_DEPTH = 20
+# A parent tile draws at most max_features / PARENT_SHARE blocks: a far view loads little.
+PARENT_SHARE = 4
 # WGS84 ellipsoid (EPSG:4326/4978).
 _A = 6378137.0
 _F = 1.0 / 298.257223563
@@ -81,6 +98,7 @@ class TilesetStats:
     parent_features: int = 0
     triangles: int = 0
     bytes: int = 0
+    reused: int = 0  # an overlay's tiles taken from its base
     warnings: list[str] = field(default_factory=list)
 
 
@@ -105,6 +123,7 @@ class _Node:
     frame: F64 | None = None  # absolute ENU->ECEF 4x4
     uri: str | None = None
     error: float = 0.0
+    box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # quadrant (lon, lat)
 
 
 def _transformers(epsg: int) -> tuple[Any, Any]:
@@ -207,26 +226,19 @@ def _subset(model: CityModel, keep_feat: npt.NDArray[np.bool_]) -> CityModel:
 
 
 def _hull(xy: F64) -> F64:
-    """Convex hull, counter-clockwise, of 2D points (Andrew's monotone chain)."""
-    pts = np.unique(np.round(xy, 4), axis=0)
-    if pts.shape[0] < 3:
-        return pts
-    p = pts.tolist()
+    """Convex hull, counter-clockwise, of 2D points (qhull); fewer than 3 points if flat."""
+    from scipy.spatial import ConvexHull, QhullError
 
-    def cross(o: list[float], a: list[float], b: list[float]) -> float:
-        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
-
-    lower: list[list[float]] = []
-    for q in p:
-        while len(lower) >= 2 and cross(lower[-2], lower[-1], q) <= 0:
-            lower.pop()
-        lower.append(q)
-    upper: list[list[float]] = []
-    for q in reversed(p):
-        while len(upper) >= 2 and cross(upper[-2], upper[-1], q) <= 0:
-            upper.pop()
-        upper.append(q)
-    return np.array(lower[:-1] + upper[:-1], dtype=np.float64)
+    if xy.shape[0] < 3:
+        return xy
+    try:
+        hull = ConvexHull(xy)
+    except QhullError:
+        return xy[:2]  # collinear or coincident: no area
+    if hull.volume < 1e-6:  # in 2-D, .volume is the area
+        return xy[:2]
+    # 2-D hulls come counter-clockwise (scipy.spatial.ConvexHull.vertices).
+    return np.asarray(xy[hull.vertices], dtype=np.float64)
 
 
 class _BlockModel:
@@ -246,7 +258,7 @@ class _BlockModel:
 
     def add(self, obj: TwinObject, enu: F64) -> None:
         hull = _hull(enu[:, :2])
-        if hull.shape[0] < 3 or abs(_area(hull)) < 1e-6:
+        if hull.shape[0] < 3:
             # A flat or point-like footprint (a wall, a pole): a 10 cm square keeps the
             # object pickable from afar.
             cx, cy = enu[:, 0].mean(), enu[:, 1].mean()
@@ -278,7 +290,18 @@ class _BlockModel:
             self.sem.append(self._WALL)
         self.feat += [f] * (n + 2)
         gs = obj.geometry
-        lod1 = dataclasses.replace(gs, lod="1") if gs is not None else None
+        area = float(
+            0.5
+            * abs(
+                np.dot(hull[:, 0], np.roll(hull[:, 1], -1))
+                - np.dot(hull[:, 1], np.roll(hull[:, 0], -1))
+            )
+        )
+        lod1 = (
+            dataclasses.replace(gs, lod="1", footprint_area=gs.footprint_area or area)
+            if gs is not None
+            else None
+        )
         self.objects.append(dataclasses.replace(obj, geometry=lod1))
 
     def model(self, source: str) -> CityModel:
@@ -303,38 +326,257 @@ class _BlockModel:
         )
 
 
-def _area(ring: F64) -> float:
-    x, y = ring[:, 0], ring[:, 1]
-    return float(0.5 * (np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+@dataclass
+class _Seq:
+    """A CityJSONSeq file the scan read: its header line and how to place it."""
+
+    path: Path
+    header: bytes
+    epsg: int
+
+
+@dataclass
+class _Job:
+    """One tile to build, self-contained so it can run in another process or machine.
+
+    ``seq`` holds, per sequence file, its header line and the raw CityJSONFeature lines of
+    the tile's objects (read by the writer, bounded by ``max_features``); ``models`` holds
+    in-memory subsets whose vertices are already ECEF.
+    """
+
+    key: str
+    kind: str  # "leaf" (full geometry) or "blocks" (LoD1 prisms)
+    frame: F64
+    quantize: bool
+    lod: str | None
+    seq: list[tuple[str, bytes, list[bytes]]] = field(default_factory=list)
+    models: list[CityModel] = field(default_factory=list)
+
+
+@dataclass
+class _Result:
+    key: str
+    glb: bytes
+    lo: F64
+    hi: F64
+    features: int
+    triangles: int
+    dropped: int
+
+
+_TRANSFORMERS: dict[int, tuple[Any, Any]] = {}
+
+
+def _cached_transformers(epsg: int) -> tuple[Any, Any]:
+    """Per-process pyproj transformers (worker processes build their own once)."""
+    t = _TRANSFORMERS.get(epsg)
+    if t is None:
+        t = _TRANSFORMERS[epsg] = _transformers(epsg)
+    return t
+
+
+def _run_job(job: _Job) -> _Result:
+    """Build one tile GLB (runs in a worker process or on a Dask worker)."""
+    if job.kind == "leaf":
+        models = list(job.models) + [_parse_lines(job, *item) for item in job.seq]
+        if not any(m.feature_ids for m in models):
+            # An overlay tile whose objects were all removed: no content.
+            return _Result(job.key, b"", np.zeros(3), np.zeros(3), 0, 0, 0)
+        builder = _builder(f"tile r{job.key}", job.quantize)
+        for model in models:
+            builder.add(dataclasses.replace(model, vertices=_to_enu(model.vertices, job.frame)))
+    else:
+        blocks = _BlockModel()
+        for model in job.models:
+            fv_idx, fv_start = _feature_vertices(model)
+            for k, oid in enumerate(model.feature_ids):
+                vidx = fv_idx[fv_start[k] : fv_start[k + 1]]
+                if vidx.size:
+                    blocks.add(model.twin[oid], _to_enu(model.vertices[vidx], job.frame))
+        for source, header, lines in job.seq:
+            _line_blocks(blocks, source, header, lines, job.frame)
+        if not blocks.objects:
+            return _Result(job.key, b"", np.zeros(3), np.zeros(3), 0, 0, 0)
+        builder = _builder(f"tile r{job.key} (LoD1 blocks)", job.quantize)
+        builder.add(blocks.model(f"r{job.key}"))
+    buf = io.BytesIO()
+    stats = builder.write(buf)
+    # Quantized positions may round up to half a step past the float bounds.
+    lo, hi = _content_region(builder, job.frame, getattr(stats, "max_position_error", 0.0))
+    return _Result(
+        job.key,
+        buf.getvalue(),
+        lo,
+        hi,
+        len(builder.rows),
+        stats.triangles,
+        stats.dropped_surfaces,
+    )
+
+
+def _parse_lines(job: _Job, source: str, header: bytes, lines: list[bytes]) -> CityModel:
+    """A tile's CityJSONSeq lines as one model with ECEF vertices."""
+    from ingest.cityjson import parse_cityjson
+    from twin.errors import IngestError
+
+    try:
+        model = parse_cityjson(
+            header + b"\n" + b"\n".join(lines), source=source, lod=job.lod, wgs84=False
+        )
+    except IngestError as exc:
+        # A plain message: exceptions with keyword fields do not cross processes.
+        raise SceneError(f"tile r{job.key}: {exc}") from None
+    if model.epsg is None:
+        raise SceneError(f"{source}: no known CRS (metadata.referenceSystem)")
+    to_ecef, _ = _cached_transformers(model.epsg)
+    v = model.vertices
+    x, y, z = to_ecef.transform(v[:, 0], v[:, 1], v[:, 2])
+    return dataclasses.replace(model, vertices=np.column_stack([x, y, z]), crs=None, epsg=None)
+
+
+def _line_blocks(
+    blocks: _BlockModel, source: str, header: bytes, lines: list[bytes], frame: F64
+) -> None:
+    """LoD1 blocks straight from CityJSONFeature lines: one per feature (its root id),
+    over all of the feature's vertices, without parsing its geometry (parents are drawn
+    from afar; the exact shapes are in the leaves)."""
+    from ingest.cityjson import parse_epsg
+    from scene.gltf import KEY_ATTRIBUTES
+
+    head = orjson.loads(header)
+    tf = head["transform"]
+    scale = np.asarray(tf["scale"], dtype=np.float64)
+    translate = np.asarray(tf["translate"], dtype=np.float64)
+    epsg = parse_epsg((head.get("metadata") or {}).get("referenceSystem"))
+    if epsg is None:
+        raise SceneError(f"{source}: no known CRS (metadata.referenceSystem)")
+    items = [orjson.loads(line) for line in lines]
+    arrays = [np.asarray(it.get("vertices") or [], dtype=np.float64).reshape(-1, 3) for it in items]
+    ends = np.cumsum([a.shape[0] for a in arrays])
+    real = np.vstack(arrays) * scale + translate
+    to_ecef, _ = _cached_transformers(epsg)
+    x, y, z = to_ecef.transform(real[:, 0], real[:, 1], real[:, 2])
+    enu = _to_enu(np.column_stack([x, y, z]), frame)
+    start = 0
+    for it, end in zip(items, ends.tolist(), strict=True):
+        objs = it["CityObjects"]
+        fid = it.get("id")
+        if fid not in objs:
+            fid = next(iter(objs))
+        root: dict[str, Any] = objs[fid] if isinstance(objs[fid], dict) else {}
+        raw_attrs = root.get("attributes")
+        attrs: dict[str, Any] = raw_attrs if isinstance(raw_attrs, dict) else {}
+        lo, hi = real[start:end].min(axis=0), real[start:end].max(axis=0)
+        summary = GeometrySummary(
+            lod="1",
+            geometry_types=("Solid",),
+            bbox=(*lo.tolist(), *hi.tolist()),
+            centroid=tuple(((lo + hi) / 2).tolist()),
+            height=float(hi[2] - lo[2]),
+            footprint_area=0.0,
+        )
+        obj = TwinObject(
+            id=str(fid),
+            type=str(root.get("type", "CityObject")),
+            attributes={k: attrs[k] for k in KEY_ATTRIBUTES if k in attrs},
+            geometry=summary,
+        )
+        if end > start:
+            blocks.add(obj, enu[start:end])
+        start = end
+
+
+def _builder(name: str, quantize: bool) -> GlbBuilder:
+    return GlbBuilder(name, origin=(0.0, 0.0, 0.0), quantize=quantize)
+
+
+def _content_region(builder: GlbBuilder, frame: F64, pad: float = 0.0) -> tuple[F64, F64]:
+    """The region (radians, metres) of a tile's content from its glTF bounds."""
+    lo_l = np.min([g.lo for g in builder.groups.values() if g.lo is not None], axis=0) - pad
+    hi_l = np.max([g.hi for g in builder.groups.values() if g.hi is not None], axis=0) + pad
+    # glTF (e, u, -n) -> ENU box corners -> geodetic.
+    e = (lo_l[0], hi_l[0])
+    nn = (-hi_l[2], -lo_l[2])
+    u = (lo_l[1], hi_l[1])
+    corners = np.array([[a, b, c] for a in e for b in nn for c in u], dtype=np.float64)
+    ecef = corners @ frame[:3, :3].T + frame[:3, 3]
+    lon, lat, h = _geo_of_ecef(ecef)
+    geo = np.column_stack([lon, lat, h])
+    return geo.min(axis=0), geo.max(axis=0)
+
+
+def _geo_of_ecef(ecef: F64) -> tuple[F64, F64, F64]:
+    """ECEF -> (lon, lat radians, ellipsoidal height), WGS84 (pyproj)."""
+    _, to_geo = _cached_transformers(4326)
+    lon, lat, h = to_geo.transform(ecef[:, 0], ecef[:, 1], ecef[:, 2], radians=True)
+    return np.asarray(lon), np.asarray(lat), np.asarray(h)
+
+
+def _compact(model: CityModel) -> CityModel:
+    """``model`` with only the vertices its features use (small to send to a worker)."""
+    parts = [model.ring_vertices, model.point_vertices, model.line_segments.reshape(-1)]
+    used = np.unique(np.concatenate(parts).astype(np.int64))
+    if used.size == model.vertices.shape[0]:
+        return model
+
+    def remap(a: I64) -> I64:
+        return np.searchsorted(used, a).astype(np.int64)
+
+    return dataclasses.replace(
+        model,
+        vertices=model.vertices[used],
+        ring_vertices=remap(model.ring_vertices),
+        point_vertices=remap(model.point_vertices),
+        line_segments=remap(model.line_segments.reshape(-1)).reshape(-1, 2),
+    )
 
 
 class _Writer:
-    """State of one tileset write: features, their bounds, the quadtree."""
+    """State of one tileset write: the scanned features, the quadtree, the tile jobs.
 
-    def __init__(self, out: Path, max_features: int, progress: ProgressFn | None) -> None:
+    Memory: per object a few numbers (centre, region, where its bytes are), never its
+    geometry; geometry is read back per tile from the sequence file when the tile's job is
+    made, so the writer holds at most ``max_features`` objects per job in flight.
+    """
+
+    def __init__(
+        self,
+        out: Path,
+        max_features: int,
+        progress: ProgressFn | None,
+        quantize: bool,
+        lod: str | None,
+    ) -> None:
         if max_features < 1:
             raise SceneError(f"max_features must be at least 1, not {max_features}")
         self.out = out
+        # Tiles are written here and moved into ``out`` once all are built, so a failed
+        # run leaves the previous tileset as it was.
+        self.stage = out / f".staging-{os.getpid()}-{threading.get_ident()}"
         self.max_features = max_features
         self.progress = progress
+        self.quantize = quantize
+        self.lod = lod
         self.stats = TilesetStats()
         self.parts: list[_Part] = []
-        self.to_ecef: dict[int, Any] = {}
-        self.to_geo: Any = None
+        self.seqs: list[_Seq] = []
         self.dropped = 0
-        # Per feature (global numbering): part, index in part, centre (lon, lat radians),
-        # region lo/hi (lon rad, lat rad, h), footprint weight.
-        self.f_part: list[I64] = []
-        self.f_local: list[I64] = []
+        # Per record (an in-memory feature or a sequence line), global numbering: its
+        # source (>= 0 a part, < 0 sequence -1-s), index in part or byte offset, length,
+        # centre (lon, lat radians), region lo/hi (lon rad, lat rad, h), weight.
+        self.f_src: list[I64] = []
+        self.f_pos: list[I64] = []
+        self.f_len: list[I64] = []
         self.f_xy: list[F64] = []
         self.f_lo: list[F64] = []
         self.f_hi: list[F64] = []
         self.f_weight: list[F64] = []
         self.seen: set[str] = set()
-        self.done = 0
-        self.total = 0
+
+    # -- scan -----------------------------------------------------------------------
 
     def add(self, model: CityModel) -> None:
+        """Scan an in-memory model (kept until its tiles are built)."""
         if not model.feature_ids:
             return
         epsg = model.epsg
@@ -343,9 +585,7 @@ class _Writer:
                 f"{model.source}: no known CRS (metadata.referenceSystem): the city cannot "
                 "be placed on the globe for 3D Tiles"
             )
-        # Each city through its own CRS: everything meets in ECEF (EPSG:4978).
-        if epsg not in self.to_ecef:
-            self.to_ecef[epsg], self.to_geo = _transformers(epsg)
+        to_ecef, _ = _cached_transformers(epsg)
         fv_idx, fv_start = _feature_vertices(model)
         counts = np.diff(fv_start)
         keep = counts > 0
@@ -360,20 +600,16 @@ class _Writer:
         if not keep.all():
             model = _subset(model, keep)
             fv_idx, fv_start = _feature_vertices(model)
-            counts = np.diff(fv_start)
         v = model.vertices
-        x, y, z = self.to_ecef[epsg].transform(v[:, 0], v[:, 1], v[:, 2])
+        x, y, z = to_ecef.transform(v[:, 0], v[:, 1], v[:, 2])
         ecef = np.column_stack([x, y, z]).astype(np.float64)
         if not np.isfinite(ecef[fv_idx]).all():
             raise SceneError(f"{model.source}: EPSG:{model.epsg} -> ECEF gave non-finite values")
-        lon, lat, h = self.to_geo.transform(ecef[:, 0], ecef[:, 1], ecef[:, 2], radians=True)
+        lon, lat, h = _geo_of_ecef(ecef)
         geo = np.column_stack([lon, lat, h])[fv_idx]
         starts = fv_start[:-1]
         lo = np.minimum.reduceat(geo, starts, axis=0)
         hi = np.maximum.reduceat(geo, starts, axis=0)
-        # Quadtree keys: the geodetic centre (lon, lat), so cities in different CRSs
-        # share one tree; weights: the footprint bbox area in the source CRS.
-        xy = (lo[:, :2] + hi[:, :2]) / 2
         src = v[fv_idx]
         ext = np.maximum.reduceat(src[:, :2], starts, axis=0) - np.minimum.reduceat(
             src[:, :2], starts, axis=0
@@ -381,17 +617,141 @@ class _Writer:
         n = len(model.feature_ids)
         p = len(self.parts)
         self.parts.append(_Part(model, ecef, fv_idx, fv_start))
-        self.f_part.append(np.full(n, p, dtype=np.int64))
-        self.f_local.append(np.arange(n, dtype=np.int64))
-        self.f_xy.append(xy)
+        self._record(np.full(n, p), np.arange(n), np.zeros(n), lo, hi, ext)
+
+    def _record(self, src: Any, pos: Any, length: Any, lo: F64, hi: F64, ext: F64) -> None:
+        # Quadtree keys: the geodetic centre (lon, lat), so cities in different CRSs
+        # share one tree; weights: the footprint bbox area in the source CRS.
+        self.f_src.append(np.asarray(src, dtype=np.int64))
+        self.f_pos.append(np.asarray(pos, dtype=np.int64))
+        self.f_len.append(np.asarray(length, dtype=np.int64))
+        self.f_xy.append((lo[:, :2] + hi[:, :2]) / 2)
         self.f_lo.append(lo)
         self.f_hi.append(hi)
         self.f_weight.append(ext[:, 0] * ext[:, 1] + 1e-3 * (hi[:, 2] - lo[:, 2]))
 
-    # -- tree ---------------------------------------------------------------------
+    def add_sequence(self, path: Path, scan_progress: ProgressFn | None = None) -> None:
+        """Scan a CityJSONSeq file line by line: per feature its place, never its geometry."""
+        from ingest.cityjson import parse_epsg
+
+        try:
+            fh = path.open("rb")
+            total = path.stat().st_size
+        except OSError as exc:
+            raise SceneError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        with fh:
+            header_line = fh.readline()
+            try:
+                header = orjson.loads(header_line)
+            except orjson.JSONDecodeError:
+                header = None
+            if not isinstance(header, dict) or header.get("type") != "CityJSON":
+                raise SceneError(f"{path}: line 1 is not a CityJSON header (not a CityJSONSeq)")
+            tf = header.get("transform")
+            if not isinstance(tf, dict):
+                raise SceneError(f"{path}: the header has no 'transform' (CityJSON 2.0 §9)")
+            try:
+                scale = np.array(tf["scale"], dtype=np.float64).reshape(3)
+                translate = np.array(tf["translate"], dtype=np.float64).reshape(3)
+            except (KeyError, TypeError, ValueError):
+                raise SceneError(f"{path}: the header's 'transform' is malformed") from None
+            meta = header.get("metadata") if isinstance(header.get("metadata"), dict) else {}
+            epsg = parse_epsg(meta.get("referenceSystem") if meta else None)
+            if epsg is None:
+                raise SceneError(
+                    f"{path}: no known CRS (metadata.referenceSystem): the city cannot be "
+                    "placed on the globe for 3D Tiles"
+                )
+            to_ecef, _ = _cached_transformers(epsg)
+            s = len(self.seqs)
+            self.seqs.append(_Seq(path, header_line.rstrip(b"\r\n"), epsg))
+            offset = len(header_line)
+            lineno = 1
+            batch_pos: list[int] = []
+            batch_len: list[int] = []
+            batch_box: list[F64] = []
+
+            def flush() -> None:
+                if not batch_pos:
+                    return
+                box = np.array(batch_box) * np.concatenate([scale, scale]) + np.concatenate(
+                    [translate, translate]
+                )
+                # The 8 corners of each box -> ECEF -> geodetic, min/max per record.
+                xs = box[:, [0, 3]]
+                ys = box[:, [1, 4]]
+                zs = box[:, [2, 5]]
+                cx = np.repeat(xs, 4, axis=1)
+                cy = np.tile(np.repeat(ys, 2, axis=1), 2)
+                cz = np.tile(zs, 4)
+                ex, ey, ez = to_ecef.transform(cx.ravel(), cy.ravel(), cz.ravel())
+                ecef = np.column_stack([ex, ey, ez])
+                if not np.isfinite(ecef).all():
+                    raise SceneError(f"{path}: EPSG:{epsg} -> ECEF gave non-finite values")
+                lon, lat, h = _geo_of_ecef(ecef)
+                geo = np.column_stack([lon, lat, h]).reshape(-1, 8, 3)
+                ext = box[:, 3:5] - box[:, 0:2]
+                n = len(batch_pos)
+                self._record(
+                    np.full(n, -1 - s),
+                    batch_pos,
+                    batch_len,
+                    geo.min(axis=1),
+                    geo.max(axis=1),
+                    ext,
+                )
+                batch_pos.clear()
+                batch_len.clear()
+                batch_box.clear()
+
+            for raw in fh:
+                lineno += 1
+                start = offset
+                offset += len(raw)
+                if not raw.strip():
+                    continue
+                try:
+                    item = orjson.loads(raw)
+                    objs = item["CityObjects"]
+                    verts = item.get("vertices") or []
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    raise SceneError(
+                        f"{path}: line {lineno} is not a CityJSONFeature (JSON object with "
+                        "'CityObjects')"
+                    ) from None
+                if not isinstance(objs, dict) or not verts:
+                    continue  # nothing to draw
+                dup = [oid for oid in objs if oid in self.seen]
+                if dup:
+                    self.stats.warnings.append(
+                        f"{path}: line {lineno}: object {dup[0]!r} seen before; feature skipped"
+                    )
+                    continue
+                self.seen.update(objs)
+                try:
+                    a = np.array(verts, dtype=np.float64)
+                    box_row = np.concatenate([a.min(axis=0), a.max(axis=0)])
+                except (ValueError, TypeError):
+                    raise SceneError(
+                        f"{path}: line {lineno}: 'vertices' is not a list of [x, y, z]"
+                    ) from None
+                if box_row.shape != (6,):
+                    raise SceneError(f"{path}: line {lineno}: 'vertices' is not [x, y, z] rows")
+                batch_pos.append(start)
+                batch_len.append(len(raw))
+                batch_box.append(box_row)
+                if len(batch_pos) >= 8192:
+                    flush()
+                    if scan_progress:
+                        scan_progress(offset, total)
+            flush()
+            if scan_progress:
+                scan_progress(total, total)
+
+    # -- tree -----------------------------------------------------------------------
 
     def _split(self, feats: I64, box: tuple[float, float, float, float], key: str) -> _Node:
-        node = _Node(key, len(key), feats)
+        node = _Node(key, len(key), feats, box=box)
         if feats.size <= self.max_features or len(key) >= MAX_DEPTH:
             return node
         x0, y0, x1, y1 = box
@@ -405,15 +765,19 @@ class _Writer:
                 node.children.append(self._split(sel, boxes[q], key + str(q)))
         return node
 
-    def build(self) -> dict[str, Any]:
-        if not self.parts:
+    def plan(self) -> tuple[_Node, list[_Node], float, float]:
+        """The quadtree over every scanned record; frames and errors of its tiles."""
+        if not self.f_src:
             raise SceneError("nothing to tile: no CityObject with geometry")
-        self.part = np.concatenate(self.f_part)
-        self.local = np.concatenate(self.f_local)
+        self.src = np.concatenate(self.f_src)
+        self.pos = np.concatenate(self.f_pos)
+        self.len = np.concatenate(self.f_len)
         self.xy = np.concatenate(self.f_xy)
         self.lo = np.concatenate(self.f_lo)
         self.hi = np.concatenate(self.f_hi)
         self.weight = np.concatenate(self.f_weight)
+        for name in ("f_src", "f_pos", "f_len", "f_xy", "f_lo", "f_hi", "f_weight"):
+            getattr(self, name).clear()
         n = self.xy.shape[0]
         self.stats.objects = n
         (x0, y0), (x1, y1) = self.xy.min(axis=0), self.xy.max(axis=0)
@@ -425,109 +789,55 @@ class _Writer:
             node = stack.pop()
             nodes.append(node)
             stack.extend(node.children)
-        self.total = len(nodes)
-        (self.out / "tiles").mkdir(parents=True, exist_ok=True)
         # Geometric error (3D Tiles 1.1 § Geometric error): a parent's blocks miss roof
         # shapes and small objects, an error of the order of its extent; halved per
         # level so it decreases strictly with depth; leaves are exact (0).
         diag = _metres(self.lo.min(axis=0), self.hi.max(axis=0))
         root_error = max(diag / 8.0, 1.0)
-        self._write(root, None, root_error)
-        self.stats.tiles = len(nodes)
-        if self.dropped:
-            self.stats.warnings.append(
-                f"{self.dropped} degenerate surfaces (zero area) dropped over all tiles"
+        for node in nodes:
+            lo = self.lo[node.feats].min(axis=0)
+            hi = self.hi[node.feats].max(axis=0)
+            node.frame = _enu_frame(
+                float((lo[0] + hi[0]) / 2), float((lo[1] + hi[1]) / 2), float(lo[2])
             )
-        self.stats.depth = max(nd.depth for nd in nodes)
-        tileset = {
-            "asset": {"version": "1.1", "extras": {"generator": "CityTwin"}},
-            "geometricError": max(2.0 * root_error, diag),
-            "root": self._json(root, None),
-        }
-        return tileset
+            node.uri = f"tiles/r{node.key}.glb"
+            node.error = root_error / 2**node.depth if node.children else 0.0
+        return root, nodes, root_error, diag
 
-    def _write(self, node: _Node, parent: _Node | None, root_error: float) -> None:
-        """Write the node's GLB and its children's (post-order: regions bottom-up)."""
-        lo = self.lo[node.feats].min(axis=0)
-        hi = self.hi[node.feats].max(axis=0)
-        lon, lat = (lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2
-        node.frame = _enu_frame(float(lon), float(lat), float(lo[2]))
-        node.uri = f"tiles/r{node.key}.glb"
-        if node.children:
-            node.error = root_error / 2**node.depth
-            c_lo, c_hi = self._write_blocks(node)
-        else:
-            node.error = 0.0
-            c_lo, c_hi = self._write_leaf(node)
-        for child in node.children:
-            self._write(child, node, root_error)
-        los = [lo, c_lo] + [c.lo for c in node.children if c.lo is not None]
-        his = [hi, c_hi] + [c.hi for c in node.children if c.hi is not None]
-        pad = np.array([_PAD_RAD, _PAD_RAD, _PAD_H])
-        node.lo = np.min(los, axis=0) - pad
-        node.hi = np.max(his, axis=0) + pad
-        self.done += 1
-        if self.progress:
-            self.progress(self.done, self.total)
-
-    def _write_glb(self, builder: GlbBuilder, node: _Node) -> tuple[F64, F64]:
-        assert node.uri is not None and node.frame is not None
-        buf = io.BytesIO()
-        stats = builder.write(buf)
-        (self.out / node.uri).write_bytes(buf.getvalue())
-        self.stats.bytes += stats.bytes
-        self.stats.triangles += stats.triangles
-        self.dropped += stats.dropped_surfaces
-        # The content's own bounds (glTF accessor min/max are float32 of the same data).
-        lo_l = np.min([g.lo for g in builder.groups.values() if g.lo is not None], axis=0)
-        hi_l = np.max([g.hi for g in builder.groups.values() if g.hi is not None], axis=0)
-        # glTF (e, u, -n) -> ENU box corners -> geodetic.
-        e = (lo_l[0], hi_l[0])
-        nn = (-hi_l[2], -lo_l[2])
-        u = (lo_l[1], hi_l[1])
-        corners = np.array([[a, b, c] for a in e for b in nn for c in u], dtype=np.float64)
-        ecef = corners @ node.frame[:3, :3].T + node.frame[:3, 3]
-        lon, lat, h = self.to_geo.transform(ecef[:, 0], ecef[:, 1], ecef[:, 2], radians=True)
-        geo = np.column_stack([lon, lat, h])
-        return geo.min(axis=0), geo.max(axis=0)
-
-    def _write_leaf(self, node: _Node) -> tuple[F64, F64]:
+    def job(self, node: _Node, fh: dict[int, Any]) -> _Job:
+        """The self-contained job of one tile (geometry read back from its sources)."""
         assert node.frame is not None
-        builder = GlbBuilder(f"tile r{node.key}", origin=(0.0, 0.0, 0.0))
-        for p in np.unique(self.part[node.feats]).tolist():
-            part = self.parts[p]
-            keep = np.zeros(len(part.model.feature_ids), dtype=bool)
-            keep[self.local[node.feats[self.part[node.feats] == p]]] = True
-            sub = _subset(part.model, keep)
-            builder.add(
-                dataclasses.replace(
-                    sub, vertices=_to_enu(part.ecef, node.frame), crs=None, epsg=None
-                )
-            )
-        self.stats.leaves += 1
-        self.stats.leaf_features += len(builder.rows)
-        return self._write_glb(builder, node)
-
-    def _write_blocks(self, node: _Node) -> tuple[F64, F64]:
-        assert node.frame is not None
-        # The largest footprints first: what is visible from the distance this tile is
-        # drawn at; the rest appear with the children (REPLACE refinement).
         feats = node.feats
-        if feats.size > self.max_features:
-            feats = feats[np.argsort(-self.weight[feats], kind="stable")[: self.max_features]]
-        blocks = _BlockModel()
-        for f in np.sort(feats).tolist():
-            part = self.parts[int(self.part[f])]
-            k = int(self.local[f])
-            vidx = part.fv_idx[part.fv_start[k] : part.fv_start[k + 1]]
-            obj = part.model.twin[part.model.feature_ids[k]]
-            blocks.add(obj, _to_enu(part.ecef[vidx], node.frame))
-        builder = GlbBuilder(f"tile r{node.key} (LoD1 blocks)", origin=(0.0, 0.0, 0.0))
-        builder.add(blocks.model(f"r{node.key}"))
-        self.stats.parent_features += len(builder.rows)
-        return self._write_glb(builder, node)
+        kind = "blocks" if node.children else "leaf"
+        cap = max(1, self.max_features // PARENT_SHARE)
+        if kind == "blocks" and feats.size > cap:
+            # The largest footprints first: what is visible from the distance this tile
+            # is drawn at; the rest appear with the children (REPLACE refinement).
+            feats = feats[np.argsort(-self.weight[feats], kind="stable")[:cap]]
+        job = _Job(node.key, kind, node.frame, self.quantize, self.lod)
+        feats = np.sort(feats)
+        src = self.src[feats]
+        for s in np.unique(src).tolist():
+            sel = feats[src == s]
+            if s >= 0:
+                part = self.parts[s]
+                keep = np.zeros(len(part.model.feature_ids), dtype=bool)
+                keep[self.pos[sel]] = True
+                sub = _subset(dataclasses.replace(part.model, vertices=part.ecef), keep)
+                job.models.append(_compact(dataclasses.replace(sub, crs=None, epsg=None)))
+            else:
+                seq = self.seqs[-1 - s]
+                f = fh.get(s)
+                if f is None:
+                    f = fh[s] = seq.path.open("rb")
+                lines = []
+                for p, ln in zip(self.pos[sel].tolist(), self.len[sel].tolist(), strict=True):
+                    f.seek(p)
+                    lines.append(f.read(ln).rstrip(b"\r\n"))
+                job.seq.append((str(seq.path), seq.header, lines))
+        return job
 
-    def _json(self, node: _Node, parent: _Node | None) -> dict[str, Any]:
+    def json(self, node: _Node, parent: _Node | None) -> dict[str, Any]:
         assert node.lo is not None and node.hi is not None and node.frame is not None
         rel = node.frame
         if parent is not None:
@@ -548,11 +858,61 @@ class _Writer:
             "refine": "REPLACE",
             # Column-major (3D Tiles 1.1 § Tile transforms).
             "transform": [float(v) for v in rel.flatten(order="F")],
-            "content": {"uri": node.uri},
         }
+        if node.uri is not None:
+            tile["content"] = {"uri": node.uri}
         if node.children:
-            tile["children"] = [self._json(c, node) for c in node.children]
+            tile["children"] = [self.json(c, node) for c in node.children]
         return tile
+
+    def build(
+        self, nodes: list[_Node], runner: _Runner, files: dict[int, Any]
+    ) -> dict[str, tuple[F64, F64]]:
+        """Run the jobs of ``nodes``, write their GLBs; the content region of each."""
+        (self.stage / "tiles").mkdir(parents=True, exist_ok=True)
+        # Leaves first (deepest first), so the progress rate is the rate of real work.
+        order = sorted(nodes, key=lambda nd: -nd.depth)
+        content: dict[str, tuple[F64, F64]] = {}
+        leaf_keys = {nd.key for nd in nodes if not nd.children}
+        total = len(order)
+        st = self.stats
+        for done, result in enumerate(runner.run(self.job(nd, files) for nd in order), 1):
+            if result.glb:
+                (self.stage / "tiles" / f"r{result.key}.glb").write_bytes(result.glb)
+                content[result.key] = (result.lo, result.hi)
+            st.bytes += len(result.glb)
+            st.triangles += result.triangles
+            self.dropped += result.dropped
+            if result.key in leaf_keys:
+                st.leaves += 1
+                st.leaf_features += result.features
+            else:
+                st.parent_features += result.features
+            if self.progress:
+                self.progress(done, total)
+        return content
+
+    def regions(self, node: _Node, content: dict[str, tuple[F64, F64]]) -> None:
+        """Bounding regions bottom-up: a tile's content and all of its children's."""
+        for child in node.children:
+            self.regions(child, content)
+        if node.key not in content and node.lo is not None:
+            return  # an overlay's tile taken from its base: the base's region
+        los = [c.lo for c in node.children if c.lo is not None]
+        his = [c.hi for c in node.children if c.hi is not None]
+        if node.feats.size:
+            los.append(self.lo[node.feats].min(axis=0))
+            his.append(self.hi[node.feats].max(axis=0))
+        if node.key in content:
+            los.append(content[node.key][0])
+            his.append(content[node.key][1])
+        else:
+            node.uri = None  # nothing drawn here
+        if not los:
+            raise SceneError(f"tile r{node.key} has neither objects nor children")
+        pad = np.array([_PAD_RAD, _PAD_RAD, _PAD_H])
+        node.lo = np.min(los, axis=0) - pad
+        node.hi = np.max(his, axis=0) + pad
 
 
 def _metres(lo: F64, hi: F64) -> float:
@@ -563,43 +923,357 @@ def _metres(lo: F64, hi: F64) -> float:
     return float(np.sqrt(dx * dx + dy * dy + (hi[2] - lo[2]) ** 2))
 
 
+class _Runner:
+    """Runs tile jobs: in this process, on a local process pool, or on a Dask cluster.
+
+    At most ``2 x workers`` jobs are in flight, so the writer's memory is bounded by
+    tile size whatever the city size.
+    """
+
+    def __init__(self, workers: int, dask: str | None) -> None:
+        self.workers = workers
+        self.dask = dask
+        self.client: Any = None
+        self.pool: Any = None
+        if dask is not None:
+            try:
+                distributed: Any = importlib.import_module("distributed")
+            except ImportError:
+                raise SceneError(
+                    "--dask needs dask.distributed: pip install 'citytwin[dask]'"
+                ) from None
+            try:
+                self.client = distributed.Client(dask, timeout=10, set_as_default=False)
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise SceneError(f"cannot reach the Dask scheduler at {dask}: {exc}") from None
+            self.workers = max(1, sum(self.client.nthreads().values()))
+        elif workers > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn, not fork: the caller may be a threaded server.
+            self.pool = ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn")
+            )
+
+    def run(self, jobs: Iterable[_Job]) -> Iterable[_Result]:
+        if self.client is not None:
+            yield from self._run_dask(jobs)
+        elif self.pool is not None:
+            yield from self._run_pool(jobs)
+        else:
+            for job in jobs:
+                yield _run_job(job)
+
+    def _run_pool(self, jobs: Iterable[_Job]) -> Iterable[_Result]:
+        from concurrent.futures import FIRST_COMPLETED, Future, wait
+
+        pending: set[Future[_Result]] = set()
+        for job in jobs:
+            pending.add(self.pool.submit(_run_job, job))
+            if len(pending) >= 2 * self.workers:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    yield fut.result()
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield fut.result()
+
+    def _run_dask(self, jobs: Iterable[_Job]) -> Iterable[_Result]:
+        distributed: Any = importlib.import_module("distributed")
+        # Our own client's loop: this client is not the process-wide default.
+        queue = distributed.as_completed(loop=self.client.loop)
+        in_flight = 0
+        for job in jobs:
+            # The job carries its objects' bytes: workers need no access to our files.
+            [data] = self.client.scatter([job], hash=False)
+            queue.add(self.client.submit(_run_job, data, pure=False, key=f"tile-r{job.key}"))
+            in_flight += 1
+            if in_flight >= 2 * self.workers:
+                in_flight -= 1
+                yield next(queue).result()
+        for fut in queue:
+            yield fut.result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+        if self.client is not None:
+            self.client.close()
+
+
+def _is_sequence(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            first = fh.readline(1 << 20)
+            second = fh.readline(1 << 20)
+    except OSError as exc:
+        raise SceneError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not second.strip():
+        return False
+    try:
+        head = orjson.loads(first)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(head, dict) and head.get("type") == "CityJSON"
+
+
 def write_tileset(
-    models: Iterable[CityModel],
+    sources: Iterable[CityModel | str | Path],
     out_dir: str | Path,
     *,
     max_features: int = 2000,
     progress: ProgressFn | None = None,
+    scan_progress: ProgressFn | None = None,
+    workers: int | None = None,
+    dask: str | None = None,
+    quantize: bool = True,
+    lod: str | None = None,
+    keep: list[TilesetPlan] | None = None,
 ) -> TilesetStats:
-    """Write a 3D Tiles 1.1 tileset (``tileset.json`` + ``tiles/*.glb``) of city models.
+    """Write a 3D Tiles 1.1 tileset (``tileset.json`` + ``tiles/*.glb``) of cities.
+
+    Files are streamed: a CityJSONSeq is scanned line by line (per object only its place
+    is kept) and each tile's job reads its objects' lines back, so memory is bounded by
+    the tile size (``max_features``), not the city; a CityJSON document is first
+    converted to a sequence in a temporary folder, streamed with ijson.
 
     Args:
-        models: the cities (or chunks of one, e.g. :func:`ingest.cityjson.iter_cityjson`),
-            each in its own source CRS (all meet in ECEF).
+        sources: CityJSON / CityJSONSeq files, or in-memory models, each in its own
+            source CRS (all meet in ECEF).
         out_dir: the output folder (created; existing tiles of the same names replaced).
-        max_features: the most objects a leaf tile holds (and a parent's blocks).
-        progress: called as ``progress(tiles_done, tiles_total)`` while tiles are written.
+        max_features: the most objects a leaf tile holds (a parent draws a quarter as many).
+        progress: called as ``progress(tiles_done, tiles_total)`` while tiles are built.
+        scan_progress: called as ``progress(bytes_read, bytes_total)`` per file scanned.
+        workers: tile jobs in parallel on this machine's cores (a process pool); ``None``
+            means all cores for files and in-process for in-memory models only; 0 or 1
+            builds in this process.
+        dask: a Dask scheduler address (``tcp://host:8786``): the same jobs run there.
+        quantize: KHR_mesh_quantization positions and normals (smaller tiles).
+        lod: the LoD to draw (as for :func:`ingest.cityjson.load_cityjson`).
+        keep: if given, the tileset's plan is appended to it (for :func:`write_overlay`).
 
     Returns:
         Statistics of the tileset.
 
     Raises:
-        SceneError: a city without a known CRS, nothing to draw, or the
-            output cannot be written.
+        SceneError: a city without a known CRS, nothing to draw, an unreadable source,
+            or the output cannot be written.
     """
     out = Path(out_dir)
-    writer = _Writer(out, max_features, progress)
-    for model in models:
-        writer.add(model)
+    writer = _Writer(out, max_features, progress, quantize, lod)
+    tmp_dir: Path | None = None
+    runner: _Runner | None = None
+    files: dict[int, Any] = {}
     try:
-        tileset = writer.build()
-        data = orjson.dumps(tileset, option=orjson.OPT_INDENT_2)
-        tmp = out / ".tileset.json.part"
-        tmp.write_bytes(data)
-        os.replace(tmp, out / "tileset.json")
+        for source in sources:
+            if isinstance(source, CityModel):
+                writer.add(source)
+                continue
+            path = Path(source)
+            if not _is_sequence(path):
+                from ingest.cityjsonseq import write_sequence
+
+                if tmp_dir is None:
+                    tmp_dir = Path(tempfile.mkdtemp(prefix="citytwin-seq-"))
+                seq_path = tmp_dir / f"{len(writer.seqs)}.city.jsonl"
+                write_sequence(path, seq_path)
+                path = seq_path
+            writer.add_sequence(path, scan_progress)
+        root, nodes, _, diag = writer.plan()
+        if workers is None:
+            workers = (os.cpu_count() or 1) if writer.seqs else 0
+        runner = _Runner(workers, dask)
+        content = writer.build(nodes, runner, files)
+        writer.regions(root, content)
+        st = writer.stats
+        st.tiles = len(nodes)
+        st.depth = max(nd.depth for nd in nodes)
+        if writer.dropped:
+            st.warnings.append(
+                f"{writer.dropped} degenerate surfaces (zero area) dropped over all tiles"
+            )
+        _write_json(writer, root, diag)
     except OSError as exc:
         raise SceneError(f"{out}: cannot write the tileset ({exc.strerror or exc})") from None
-    writer.stats.bytes += len(data)
+    finally:
+        shutil.rmtree(writer.stage, ignore_errors=True)
+        for f in files.values():
+            f.close()
+        if runner is not None:
+            runner.close()
+        if tmp_dir is not None:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+    if keep is not None:
+        keep.append(TilesetPlan(writer, root, diag))
     return writer.stats
+
+
+def _write_json(writer: _Writer, root: _Node, diag: float) -> None:
+    root_error = root.error if root.children else max(diag / 8.0, 1.0)
+    tileset = {
+        "asset": {"version": "1.1", "extras": {"generator": "CityTwin"}},
+        "geometricError": max(2.0 * root_error, diag),
+        "root": writer.json(root, None),
+    }
+    data = orjson.dumps(tileset, option=orjson.OPT_INDENT_2)
+    out, stage = writer.out, writer.stage
+    (stage / "tiles").mkdir(parents=True, exist_ok=True)
+    (stage / "tileset.json").write_bytes(data)
+    if (out / "tiles").exists():
+        os.replace(out / "tiles", stage / "old-tiles")
+    os.replace(stage / "tiles", out / "tiles")
+    os.replace(stage / "tileset.json", out / "tileset.json")
+    shutil.rmtree(stage, ignore_errors=True)
+    writer.stats.bytes += len(data)
+
+
+@dataclass
+class TilesetPlan:
+    """A written tileset's tree and per-object records, kept to overlay proposals on it."""
+
+    writer: _Writer
+    root: _Node
+    diag: float
+
+
+def _descend(root: _Node, x: float, y: float) -> _Node:
+    """The leaf whose quadrant holds (x, y), or the nearest one where none does."""
+    node = root
+    while node.children:
+        inside = [
+            c for c in node.children if c.box[0] <= x <= c.box[2] and c.box[1] <= y <= c.box[3]
+        ]
+        if inside:
+            node = inside[0]
+            continue
+        node = min(
+            node.children,
+            key=lambda c: (
+                ((c.box[0] + c.box[2]) / 2 - x) ** 2 + ((c.box[1] + c.box[3]) / 2 - y) ** 2
+            ),
+        )
+    return node
+
+
+def write_overlay(
+    base: TilesetPlan,
+    models: Iterable[CityModel],
+    hidden: Iterable[str],
+    out_dir: str | Path,
+    *,
+    base_uri: str,
+    quantize: bool = True,
+) -> TilesetStats:
+    """Write a proposal as an overlay of a base tileset: only the tiles it touches.
+
+    The overlay's ``tileset.json`` has the base's tree (same tiles, frames and errors);
+    tiles holding a hidden (removed or replaced) base object or a proposal object are
+    re-tiled into ``out_dir/tiles``, with their ancestors (whose LoD1 blocks may change);
+    every other tile's content points at the base's file (``base_uri`` + its path), so
+    editing one building rebuilds one leaf and its ancestors, not the city.
+
+    Args:
+        base: the plan of the base tileset (:func:`write_tileset` with ``keep``).
+        models: the proposal's own objects (added or replacing base ones).
+        hidden: base object ids the proposal removes or replaces.
+        out_dir: the overlay folder.
+        base_uri: the base tileset folder relative to the overlay's (e.g. ``../base/``).
+        quantize: as for :func:`write_tileset`.
+
+    Returns:
+        Statistics: ``tiles`` re-tiled, ``reused`` taken from the base.
+
+    Raises:
+        SceneError: the base was tiled from files (records without ids), or the
+            proposal cannot be placed on the globe.
+    """
+    import copy
+
+    bw = base.writer
+    if bw.seqs:
+        raise SceneError("a tileset streamed from files cannot take overlays; tile the store")
+    out = Path(out_dir)
+    ow = _Writer(out, bw.max_features, None, quantize, bw.lod)
+    ow.parts = list(bw.parts)
+    n_base = bw.xy.shape[0]
+    for model in models:
+        ow.add(model)
+    hidden_ids = set(hidden)
+    ids = [
+        bw.parts[s].model.feature_ids[p]
+        for s, p in zip(bw.src.tolist(), bw.pos.tolist(), strict=True)
+    ]
+    gone = np.array([oid in hidden_ids for oid in ids], dtype=bool)
+    new = (
+        (
+            np.concatenate(ow.f_src),
+            np.concatenate(ow.f_pos),
+            np.concatenate(ow.f_len),
+            np.concatenate(ow.f_xy),
+            np.concatenate(ow.f_lo),
+            np.concatenate(ow.f_hi),
+            np.concatenate(ow.f_weight),
+        )
+        if ow.f_src
+        else None
+    )
+    arrays: list[Any] = [bw.src, bw.pos, bw.len, bw.xy, bw.lo, bw.hi, bw.weight]
+    if new is not None:
+        arrays = [np.concatenate([a, b]) for a, b in zip(arrays, new, strict=True)]
+    ow.src, ow.pos, ow.len, ow.xy, ow.lo, ow.hi, ow.weight = arrays
+    root = copy.deepcopy(base.root)
+    nodes: list[_Node] = []
+    parent: dict[str, _Node] = {}
+    stack = [root]
+    while stack:
+        nd = stack.pop()
+        nodes.append(nd)
+        for c in nd.children:
+            parent[c.key] = nd
+        stack.extend(nd.children)
+    touched: set[str] = set()
+    if gone.any():
+        for nd in nodes:
+            if not nd.children and gone[nd.feats].any():
+                touched.add(nd.key)
+    by_key = {nd.key: nd for nd in nodes}
+    added: dict[str, list[int]] = {}
+    for i in range(n_base, ow.xy.shape[0]):
+        leaf = _descend(root, float(ow.xy[i, 0]), float(ow.xy[i, 1]))
+        added.setdefault(leaf.key, []).append(i)
+        touched.add(leaf.key)
+    for key in list(touched):
+        k = key
+        while k in parent:
+            k = parent[k].key
+            touched.add(k)
+    keep = ~np.concatenate([gone, np.zeros(ow.xy.shape[0] - n_base, dtype=bool)])
+    for nd in nodes:
+        extra = [i for k, v in added.items() if k.startswith(nd.key) for i in v]
+        nd.feats = np.concatenate([nd.feats[keep[nd.feats]], np.array(extra, dtype=np.int64)])
+        if nd.key in touched:
+            nd.uri = f"tiles/r{nd.key}.glb"
+            nd.lo = nd.hi = None
+        else:
+            nd.uri = f"{base_uri}tiles/r{nd.key}.glb"
+    runner = _Runner(0, None)
+    try:
+        redo = [by_key[k] for k in sorted(touched)]
+        content = ow.build(redo, runner, {}) if redo else {}
+        ow.regions(root, content)
+        ow.stats.objects = int(keep.sum())
+        ow.stats.tiles = len(redo)
+        ow.stats.reused = len(nodes) - len(redo)
+        ow.stats.depth = max(nd.depth for nd in nodes)
+        _write_json(ow, root, base.diag)
+    except OSError as exc:
+        raise SceneError(f"{out}: cannot write the overlay ({exc.strerror or exc})") from None
+    finally:
+        shutil.rmtree(ow.stage, ignore_errors=True)
+        runner.close()
+    return ow.stats
 
 
 def _index_3tz(zf: zipfile.ZipFile) -> bytes:
@@ -686,13 +1360,35 @@ def built_tileset(directory: Path, etag: str) -> BuiltTileset:
 
 
 class TileCache:
-    """Builds a scenario's tileset from its stored CityJSON sources when they change."""
+    """Builds a scenario's tileset from its stored CityJSON sources when they change.
 
-    def __init__(self, store: StateStore, *, max_features: int = 2000) -> None:
+    A proposal scenario is written as an overlay of its base's tileset (see
+    :func:`write_overlay`): only the tiles its objects touch are re-tiled. A prebuilt
+    tileset folder (``twin tiles``, e.g. a whole city streamed from files) can stand in for
+    the base scenario.
+    """
+
+    def __init__(
+        self, store: StateStore, *, max_features: int = 2000, prebuilt: Path | None = None
+    ) -> None:
         self.store = store
         self.max_features = max_features
-        self._lock = threading.Lock()
+        self.prebuilt = prebuilt
+        self._lock = threading.RLock()
         self._cache: dict[str, BuiltTileset] = {}
+        self._plans: dict[str, tuple[str, TilesetPlan]] = {}
+
+    def _prebuilt(self) -> BuiltTileset:
+        assert self.prebuilt is not None
+        st = (self.prebuilt / "tileset.json").stat()
+        key = f"{self.prebuilt.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        etag = '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
+        cached = self._cache.get("base")
+        if cached is not None and cached.etag == etag:
+            return cached
+        built = built_tileset(self.prebuilt, etag)
+        self._cache["base"] = built
+        return built
 
     def get(self, scenario: str = "base") -> BuiltTileset:
         """The tileset of ``scenario``, built into a temporary folder once per source set.
@@ -701,16 +1397,22 @@ class TileCache:
             NotFound: the scenario has no city sources.
             SceneError: the city cannot be tiled (no CRS, nothing to draw).
         """
-        from ingest.cityjson import parse_cityjson
         from scene.proposal import scene_view
         from twin.network_index import NETWORK_SOURCE_PREFIX
 
+        if scenario == "base" and self.prebuilt is not None:
+            return self._prebuilt()
         infos = [
             i for i in self.store.sources(scenario) if not i.name.startswith(NETWORK_SOURCE_PREFIX)
         ]
         if not infos:
             raise NotFound(f"scenario {scenario!r} has no city to tile (nothing ingested)")
+        view = scene_view(self.store, scenario, [i.name for i in infos])
+        overlay = view.base is not None and not (view.base == "base" and self.prebuilt)
         key = "|".join(f"{i.name}:{i.sha256}" for i in infos)
+        if overlay:
+            # An overlay points at its base's tiles: a new base is a new overlay.
+            key += "|" + self.get(str(view.base)).etag
         etag = '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
         cached = self._cache.get(scenario)
         if cached is not None and cached.etag == etag:
@@ -719,18 +1421,12 @@ class TileCache:
             cached = self._cache.get(scenario)
             if cached is not None and cached.etag == etag:
                 return cached
-            view = scene_view(self.store, scenario, [i.name for i in infos])
-            models = []
-            for info in infos:
-                if view.skips(info.name):
-                    continue
-                data = self.store.get_source(info.name, scenario)
-                if data is not None:
-                    model = parse_cityjson(data, source=info.name, wgs84=False)
-                    models.append(view.apply(info.name, model))
             directory = Path(tempfile.mkdtemp(prefix="citytwin-tiles-"))
             try:
-                write_tileset(models, directory, max_features=self.max_features)
+                if overlay:
+                    self._overlay(scenario, view, directory)
+                else:
+                    self._full(scenario, infos, view, directory, etag)
             except BaseException:
                 shutil.rmtree(directory, ignore_errors=True)
                 raise
@@ -740,9 +1436,50 @@ class TileCache:
                 shutil.rmtree(cached.directory, ignore_errors=True)
             return built
 
+    def _models(self, scenario: str, names: list[str], view: Any) -> list[CityModel]:
+        from ingest.cityjson import parse_cityjson
+
+        models = []
+        for name in names:
+            if view.skips(name):
+                continue
+            data = self.store.get_source(name, scenario)
+            if data is not None:
+                model = parse_cityjson(data, source=name, wgs84=False)
+                models.append(view.apply(name, model))
+        return models
+
+    def _full(self, scenario: str, infos: list[Any], view: Any, directory: Path, etag: str) -> None:
+        models = self._models(scenario, [i.name for i in infos], view)
+        plans: list[TilesetPlan] = []
+        write_tileset(models, directory, max_features=self.max_features, workers=0, keep=plans)
+        self._plans[scenario] = (etag, plans[0])
+
+    def _overlay(self, scenario: str, view: Any, directory: Path) -> None:
+        """A proposal: re-tile only what it touches, over its base's tileset."""
+        from urllib.parse import quote
+
+        from scene.proposal import PROPOSAL_SOURCE
+
+        base = view.base
+        base_built = self.get(base)
+        plan = self._plans.get(base)
+        if plan is None or plan[0] != base_built.etag:
+            raise SceneError(f"scenario {base!r}: its tileset plan is gone; rebuild it")
+        models = self._models(scenario, [PROPOSAL_SOURCE], view)
+        write_overlay(
+            plan[1],
+            models,
+            view.hidden,
+            directory,
+            base_uri=f"../{quote(base, safe='')}/",
+        )
+
     def close(self) -> None:
-        """Remove every built tileset folder."""
+        """Remove every built tileset folder (never a prebuilt one)."""
         with self._lock:
-            for built in self._cache.values():
-                shutil.rmtree(built.directory, ignore_errors=True)
+            for scenario, built in self._cache.items():
+                if not (scenario == "base" and self.prebuilt is not None):
+                    shutil.rmtree(built.directory, ignore_errors=True)
             self._cache.clear()
+            self._plans.clear()

@@ -138,6 +138,10 @@ def create_app(services: Services, *, fast_path: bool = True, live: bool = True)
                 task.cancel()
             if live:
                 await run_in_threadpool(stop_live, services)
+            tiles_cache = getattr(app.state, "tiles", None)
+            if tiles_cache is not None:
+                # Built tilesets live in temporary folders: remove them with the server.
+                await run_in_threadpool(tiles_cache.close)
 
     app = FastAPI(
         lifespan=lifespan,

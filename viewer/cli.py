@@ -146,12 +146,27 @@ def export(
 @app.command()
 def tiles(
     cities: Annotated[
-        list[Path], typer.Argument(help="CityJSON (.json) / CityJSONSeq (.jsonl) files, one CRS")
+        list[Path],
+        typer.Argument(help="CityJSON (.json) / CityJSONSeq (.jsonl) files, each with its CRS"),
     ],
     output: Annotated[Path, typer.Option("-o", "--output", help="tileset folder to write")],
     max_features: Annotated[
         int, typer.Option("--max-features", min=1, help="most objects per leaf tile")
     ] = 2000,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=0, help="local worker processes (default: all cores)"),
+    ] = None,
+    dask: Annotated[
+        str | None,
+        typer.Option("--dask", help="run the tile jobs on this Dask scheduler (tcp://host:8786)"),
+    ] = None,
+    quantize: Annotated[
+        bool,
+        typer.Option(
+            "--quantize/--no-quantize", help="KHR_mesh_quantization positions and normals"
+        ),
+    ] = True,
     archive: Annotated[
         Path | None, typer.Option("--3tz", help="also pack the tileset into this .3tz archive")
     ] = None,
@@ -160,33 +175,66 @@ def tiles(
     """Write an OGC 3D Tiles 1.1 tileset (tileset.json + GLB tiles) of one or more cities.
 
     Leaves hold the full geometry, parents LoD1 blocks; every tile carries the object ids
-    (EXT_mesh_features + EXT_structural_metadata), like the single-GLB export.
+    (EXT_mesh_features + EXT_structural_metadata), like the single-GLB export. Files are
+    streamed (memory bounded by tile size) and tiles are built in parallel.
     """
-    from ingest.cityjson import iter_cityjson
     from scene.tiles import write_3tz, write_tileset
 
+    for city in cities:
+        if not city.is_file():
+            typer.echo(f"error: {city}: no such file", err=True)
+            raise typer.Exit(2)
     t0 = time.perf_counter()
-
-    def models() -> Iterator[CityModel]:
-        for city in cities:
-            with _progress(city, "reading", unit="bytes") as progress:
-                yield from iter_cityjson(city, lod=lod, progress=progress, wgs84=False)
-
-    def progress(done: int, total: int) -> None:
-        typer.echo(f"\rtiles {done:,}/{total:,}", nl=False, err=True)
-        if done == total:
-            typer.echo("", err=True)
-
-    stats = write_tileset(models(), output, max_features=max_features, progress=progress)
+    stats = write_tileset(
+        cities,
+        output,
+        max_features=max_features,
+        progress=_Rate("tiles", "tiles"),
+        scan_progress=_Rate("scan", "MB", scale=1e-6),
+        workers=workers,
+        dask=dask,
+        quantize=quantize,
+        lod=lod,
+    )
     _print_lines([f"warning: {w}" for w in stats.warnings])
+    dt = time.perf_counter() - t0
     typer.echo(
         f"{output / 'tileset.json'}: {stats.objects:,} objects in {stats.leaves:,} leaf tiles "
         f"({stats.tiles:,} tiles, depth {stats.depth}), {stats.triangles:,} triangles, "
-        f"{stats.bytes / 1e6:.1f} MB in {time.perf_counter() - t0:.2f} s"
+        f"{stats.bytes / 1e6:.1f} MB in {dt:.2f} s ({stats.objects / max(dt, 1e-9):,.0f} "
+        "objects/s)"
     )
     if archive is not None:
         size = write_3tz(output, archive)
         typer.echo(f"{archive}: {size / 1e6:.1f} MB (3D Tiles archive)")
+
+
+class _Rate:
+    """A one-line progress report on stderr: done/total, rate and ETA (twice a second)."""
+
+    def __init__(self, label: str, unit: str, scale: float = 1.0) -> None:
+        self.label = label
+        self.unit = unit
+        self.scale = scale
+        self.t0 = time.perf_counter()
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done < total and now - self.last < 0.5:
+            return
+        self.last = now
+        dt = max(now - self.t0, 1e-9)
+        rate = done / dt
+        eta = (total - done) / rate if rate > 0 else 0.0
+        d, t = done * self.scale, total * self.scale
+        fmt = ",.0f" if self.scale == 1.0 else ",.1f"
+        typer.echo(
+            f"\r{self.label} {d:{fmt}}/{t:{fmt}} {self.unit} "
+            f"({rate * self.scale:,.1f} {self.unit}/s, ETA {int(eta) // 60}:{int(eta) % 60:02d})",
+            nl=done >= total,
+            err=True,
+        )
 
 
 def _model_warnings(model: CityModel) -> list[str]:

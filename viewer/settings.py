@@ -30,3 +30,6 @@ class Settings(BaseSettings):
     feeds: str = ""
     # A TOML/JSON file with [mapping], [[alerts]] and [styles] sections.
     config: str | None = None
+    # A tileset folder written by `twin tiles` (e.g. a whole city streamed from files),
+    # served as the base scenario's /api/tiles/base/tileset.json instead of tiling the store.
+    tileset: str | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
+from pathlib import Path as PathLib
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Request
@@ -25,7 +26,8 @@ async def get_tile_cache(request: Request, services: ServicesDep) -> TileCache:
     """The app's tile cache (one per app, created on first use)."""
     cache: TileCache | None = getattr(request.app.state, "tiles", None)
     if cache is None:
-        cache = TileCache(services.store)
+        prebuilt = services.settings.tileset
+        cache = TileCache(services.store, prebuilt=PathLib(prebuilt) if prebuilt else None)
         request.app.state.tiles = cache
     return cache
 
