@@ -33,3 +33,5 @@ class Settings(BaseSettings):
     # A tileset folder written by `twin tiles` (e.g. a whole city streamed from files),
     # served as the base scenario's /api/tiles/base/tileset.json instead of tiling the store.
     tileset: str | None = None
+    # From this many objects the browser viewer streams 3D Tiles instead of one GLB.
+    tiles_threshold: int = 20_000

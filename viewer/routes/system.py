@@ -40,6 +40,7 @@ class StatsOut(BaseModel):
     counts_by_type: dict[str, int]
     rows: dict[str, int]
     sources: list[str]
+    tiles: bool = False  # the viewer should stream 3D Tiles (a big or prebuilt city)
 
 
 class AuditOut(BaseModel):
@@ -80,10 +81,14 @@ async def stats(
     services: ServicesDep, scenario: Annotated[str, Query(max_length=100)] = "base"
 ) -> JSONBody:
     store = services.store
+    objects = store.count(scenario)
+    settings = services.settings
     return JSONBody(
         {
             "scenario": scenario,
-            "objects": store.count(scenario),
+            "objects": objects,
+            "tiles": objects >= settings.tiles_threshold
+            or (scenario == "base" and settings.tileset is not None),
             "counts_by_type": store.counts_by_type(scenario),
             "rows": store.stats(),
             "sources": [s.name for s in store.sources(scenario)],

@@ -1,4 +1,4 @@
-"""The browser viewer: its page at ``/``, its ES modules, and three.js from ``node_modules``."""
+"""The browser viewer: its page at ``/``, its ES modules, and three.js + 3d-tiles-renderer."""
 
 from __future__ import annotations
 
@@ -22,6 +22,9 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 PROJECT_ROOT = WEB_DIR.parent.parent
 # Only these parts of the npm package are served (the page's import map points here).
 THREE_PARTS = ("build", "examples/jsm")
+# 3d-tiles-renderer ships pre-built ES modules (bare imports of three only, via the import map).
+TILES_PACKAGE = "3d-tiles-renderer"
+TILES_PARTS = ("build",)
 TYPES = {
     ".js": "text/javascript",
     ".mjs": "text/javascript",
@@ -126,3 +129,15 @@ async def read_three_file(path: str, request: Request) -> Response:
         if path.startswith(part + "/"):
             return _serve(modules / "three" / part, path[len(part) + 1 :], request)
     raise HTTPException(404, f"not served: /vendor/three/{path}")
+
+
+@router.api_route("/vendor/3d-tiles-renderer/{path:path}", methods=["GET", "HEAD"])
+async def read_tiles_renderer_file(path: str, request: Request) -> Response:
+    """3d-tiles-renderer modules from the npm package (``build/`` only), for the tiles mode."""
+    modules = find_node_modules()
+    if modules is None or not (modules / TILES_PACKAGE / "package.json").is_file():
+        raise HTTPException(503, "3d-tiles-renderer is not installed: run `make setup` (npm ci)")
+    for part in TILES_PARTS:
+        if path.startswith(part + "/"):
+            return _serve(modules / TILES_PACKAGE / part, path[len(part) + 1 :], request)
+    raise HTTPException(404, f"not served: /vendor/{TILES_PACKAGE}/{path}")

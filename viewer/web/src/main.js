@@ -17,6 +17,15 @@ const NO_DATA_RGB = linearOf(NO_DATA);
 const IMPACT = { failed: linearOf('#5b0f8a'), building: linearOf('#d7191c'), asset: linearOf('#ff6a00') };
 const HASH_DELAY_MS = 250;
 const PHONE = window.matchMedia('(max-width: 640px)');
+// A big city streams as 3D Tiles: the server says so in /api/stats (`tiles`, from
+// TWIN_TILES_THRESHOLD objects or a prebuilt TWIN_TILESET; index.html asks first, so the
+// scene download starts early); `?tiles=1|0` forces a mode, `?sse=` the tiles' target
+// screen-space error in pixels.
+const SSE = Number(params.get('sse')) > 0 ? Number(params.get('sse')) : undefined;
+// `?tileset=/path/tileset.json` streams another tileset of this city (same origin), e.g. one
+// written by `twin tiles` with other tile sizes.
+const TILESET = /^\/(?!\/)/.test(params.get('tileset') ?? '') ? params.get('tileset') : null;
+let tilesMode = false;
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -67,6 +76,8 @@ const state = {
   rule: null,
   states: new Map(), // id -> {property: {value, time, source}}
   selectedId: null,
+  objectCount: null, // tiles mode: the city's object count (GET /api/stats)
+  typeCounts: null, // tiles mode: objects per type (GET /api/stats), as tiles load only some
   hiddenTypes: new Set(),
   hiddenNetworks: new Set(),
   impact: null,
@@ -105,6 +116,11 @@ window.citytwin = {
   timings,
   stats: () => viewer.stats(),
   screenPosition: (id) => viewer.screenPosition(id),
+  // Extra (not in the contract): the display mode, and in tiles mode the streaming counts
+  // (tiles loaded and visible, visible features, errorTarget, load errors).
+  get tiles() {
+    return viewer.tiles ? viewer.tiles.info() : { mode: 'glb' };
+  },
   select: (id) => select(id),
   selected: () => state.selectedId,
   flyTo: (id) => flyTo(id),
@@ -135,14 +151,16 @@ window.citytwin = {
 // -- selection, fly-to, impact -------------------------------------------------------------
 
 async function select(id, { fly = false } = {}) {
-  const f = viewer.indexOf(id);
+  // Tiles mode: an object whose tile is not loaded yet gets its number now, so it shows
+  // highlighted when the tile arrives.
+  const f = tilesMode && viewer.tiles ? viewer.tiles.register(id) : viewer.indexOf(id);
   state.selectedId = id;
   viewer.highlight(f);
   scheduleHash();
-  const opened = panel.open(id, { type: f >= 0 ? state.types[f] : undefined });
+  const opened = panel.open(id, { type: (f >= 0 && state.types[f]) || undefined });
   // On a phone the panel is a bottom sheet (at most 45% of the view): fly above it.
   viewer.insets.bottom = PHONE.matches ? $('#stage').clientHeight * 0.45 : 0;
-  if (fly && f >= 0) await viewer.flyTo(f);
+  if (fly) await flyToObject(id, f);
   await opened;
 }
 
@@ -155,8 +173,19 @@ function deselect() {
 }
 
 function flyTo(id) {
-  const f = viewer.indexOf(id);
-  return f < 0 ? Promise.resolve() : viewer.flyTo(f);
+  return flyToObject(id, viewer.indexOf(id));
+}
+
+/** Fly to feature `f` of `id`; in tiles mode to where the API places it if its tile is not loaded. */
+async function flyToObject(id, f) {
+  if (f >= 0 && viewer.features?.index.hasGeometry(f)) return viewer.flyTo(f);
+  if (!tilesMode || !viewer.tiles) return undefined;
+  const tiles = viewer.tiles;
+  const r = await fetch(`/api/objects/${encodeURIComponent(id)}?scenario=${encodeURIComponent(scenario)}`);
+  if (!r.ok || viewer.tiles !== tiles) return undefined;
+  const b = (await r.json()).geometry?.bbox_wgs84;
+  if (!Array.isArray(b) || b.length !== 6 || !b.every(Number.isFinite)) return undefined;
+  return viewer.flyToBox(tiles.boxOfWgs84(b));
 }
 
 async function showImpact(network, id) {
@@ -445,21 +474,38 @@ function applyVisibility() {
   });
 }
 
-function buildLayers() {
+function buildTypeLayers() {
   const counts = new Map();
-  state.types.forEach((t, f) => {
-    if (!isNetwork(f)) counts.set(t, (counts.get(t) ?? 0) + 1);
-  });
+  if (tilesMode) {
+    // Only the types of the tiles loaded so far are known; their counts are the city's.
+    for (const t of viewer.tiles?.seenTypes ?? []) counts.set(t, state.typeCounts?.[t] ?? 0);
+  } else {
+    state.types.forEach((t, f) => {
+      if (!isNetwork(f)) counts.set(t, (counts.get(t) ?? 0) + 1);
+    });
+  }
   const types = [...counts.entries()].sort((a, b) => b[1] - a[1]);
   $('#layer-types').replaceChildren(
     ...types.map(([t, n]) =>
-      checkbox(`${t} (${n.toLocaleString('en')})`, true, (on) => {
+      checkbox(`${t}${n ? ` (${n.toLocaleString('en')})` : ''}`, !state.hiddenTypes.has(t), (on) => {
         if (on) state.hiddenTypes.delete(t);
         else state.hiddenTypes.add(t);
         applyVisibility();
       }),
     ),
   );
+}
+
+let typeLayersTimer = null;
+// Tiles mode: loaded tiles brought object types the layers do not list yet.
+viewer.addEventListener('features', () => {
+  clearTimeout(typeLayersTimer);
+  typeLayersTimer = setTimeout(buildTypeLayers, 200);
+});
+
+function buildLayers() {
+  buildTypeLayers();
+  // The tileset holds the city objects only: networks have no layer in tiles mode.
   const nets = state.networks.map((net, i) =>
     checkbox(
       `${net.id} · ${net.kind} (${(net.nodes + net.edges).toLocaleString('en')})`,
@@ -473,7 +519,7 @@ function buildLayers() {
     ),
   );
   $('#layer-networks').replaceChildren(...(nets.length ? nets : [Object.assign(document.createElement('p'), { className: 'muted', textContent: 'No networks.' })]));
-  $('#layer-networks-set').hidden = !nets.length;
+  $('#layer-networks-set').hidden = !nets.length || tilesMode;
   const sel = $('#color-by');
   sel.replaceChildren(
     ...state.rules.map((r) => {
@@ -590,7 +636,12 @@ async function json(responseP, url) {
  */
 async function loadScene(name, opts = {}) {
   const netsP = json(opts.networks, `/api/networks?scenario=${encodeURIComponent(name)}`).catch(() => []);
-  const { table } = await viewer.setScenario(name, { onProgress: showProgress, ...opts });
+  const { table } = tilesMode
+    ? await viewer.loadTiles(TILESET && name === 'base' ? TILESET : `/api/tiles/${encodeURIComponent(name)}/tileset.json`, {
+        errorTarget: SSE,
+        keepView: opts.keepView,
+      })
+    : await viewer.setScenario(name, { onProgress: showProgress, ...opts });
   scenario = name;
   panel.app.scenario = name;
   state.table = table;
@@ -619,7 +670,8 @@ async function loadModes() {
   const bases = new Map(known.map((x) => [x.name, x.base ?? null]));
   const names = participation?.session ? participation.session.scenarios : known.map((x) => x.name);
   if (!names.includes(scenario)) names.push(scenario);
-  modes = names.length > 1 ? scenarioModes(names, bases) : [];
+  // "Both" draws the base's removed objects from its single GLB: not for a tiled city.
+  modes = names.length > 1 ? scenarioModes(names, bases).filter((m) => !(tilesMode && m.both)) : [];
   renderModes();
 }
 
@@ -672,7 +724,8 @@ async function doSwitch(name, both) {
     }
     bothMode = both;
     await applyMode();
-    if (keepSel && viewer.indexOf(keepSel) >= 0) select(keepSel);
+    // (Tiles mode: the other scenario's tiles are still loading; the selection waits for them.)
+    if (keepSel && (tilesMode || viewer.indexOf(keepSel) >= 0)) select(keepSel);
     else if (keepSel) deselect();
     const q = new URLSearchParams(location.search);
     if (name === 'base') q.delete('scenario');
@@ -703,6 +756,22 @@ $('#scenario-mode').addEventListener('change', (e) => {
   });
 });
 
+/**
+ * "tiles" (stream 3D Tiles) or "glb" (one scene GLB): `?tiles=1|0`, else by the city's size.
+ * @param {{mode?: Promise<string>}} pre what index.html started for this scenario
+ */
+async function chooseMode(pre) {
+  const forced = params.get('tiles');
+  if (forced === '1' || forced === '0') return forced === '1' ? 'tiles' : 'glb';
+  if (pre.mode) return pre.mode;
+  try {
+    const stats = await json(null, `/api/stats?scenario=${encodeURIComponent(scenario)}`);
+    return stats.tiles ? 'tiles' : 'glb';
+  } catch {
+    return 'glb';
+  }
+}
+
 async function boot() {
   if (participation) {
     const session = await participation.loadSession();
@@ -710,6 +779,11 @@ async function boot() {
   }
   // index.html started these downloads before the modules loaded.
   const pre = window.__citytwinPrefetch?.scenario === scenario ? window.__citytwinPrefetch : {};
+  tilesMode = (await chooseMode(pre)) === 'tiles';
+  // Tiles mode: the city's counts label the layers (the tiles reveal only some objects).
+  const countsP = tilesMode
+    ? (pre.stats ?? json(null, `/api/stats?scenario=${encodeURIComponent(scenario)}`)).catch(() => null)
+    : null;
   const stylesP = json(pre.styles, '/api/styles').catch(() => ({ rules: [] }));
   const modesP = loadModes();
   let naive;
@@ -717,8 +791,13 @@ async function boot() {
     const { buildNaive } = await import('./naive.js');
     naive = buildNaive;
   }
-  const table = await loadScene(scenario, { naive, response: pre.scene, networks: pre.networks });
+  const table = await loadScene(scenario, { naive, response: tilesMode ? undefined : pre.scene, networks: pre.networks });
   timings.sceneLoaded = performance.now();
+  if (countsP) {
+    const counts = await countsP;
+    state.typeCounts = counts?.counts_by_type ?? {};
+    state.objectCount = counts?.objects ?? null;
+  }
   const styles = await stylesP;
   state.rules = buildRules(styles.rules ?? [], table, isNetwork);
   buildLayers();
@@ -727,9 +806,16 @@ async function boot() {
   const link = parseHash();
   if (link.cam || link.sel) applyHash();
   viewer.render();
-  timings.firstFrame = performance.now();
+  if (tilesMode) {
+    // The first frame that shows tile content, and when that content had loaded.
+    timings.firstFrame = await viewer.tiles.firstFrame;
+    timings.sceneLoaded = viewer.tiles.sceneLoadedAt;
+  } else {
+    timings.firstFrame = performance.now();
+  }
   $('#progress').hidden = true;
-  if (!participation) document.title = `CityTwin · ${table.count.toLocaleString('en')} objects`;
+  const count = tilesMode ? (state.objectCount ?? table.count) : table.count;
+  if (!participation) document.title = `CityTwin · ${count.toLocaleString('en')} objects${tilesMode ? ' (3D Tiles)' : ''}`;
   resolveReady();
   stream.start();
   await modesP;

@@ -14,7 +14,7 @@ const OUTLINE = 0xff7a00;
 const KEY_ORBIT_DEG = 7.5;
 const DEG = Math.PI / 180;
 
-/** Renders a city scene GLB and answers questions about its features. */
+/** Renders a city scene GLB (or streams a 3D Tiles tileset) and answers questions about its features. */
 export class Viewer extends EventTarget {
   /**
    * @param {HTMLCanvasElement} canvas
@@ -55,6 +55,11 @@ export class Viewer extends EventTarget {
 
     this.loader = new GLTFLoader();
     this.root = null;
+    /** The streamed tileset (tiles3d.js TilesLayer) in tiles mode, else null. */
+    this.tiles = null;
+    /** The last style / visibility functions given: re-run for features tiles reveal later. */
+    this.styleOf = null;
+    this.hiddenOf = null;
     this.naiveGroup = null;
     this.grid = null;
     this.outline = null;
@@ -142,6 +147,46 @@ export class Viewer extends EventTarget {
   }
 
   /**
+   * Stream an OGC 3D Tiles 1.1 tileset instead of one GLB (replacing the current scene):
+   * tiles refine by screen-space error as the camera moves (tiles3d.js).
+   * @param {string} url the tileset JSON (GET /api/tiles/{scenario}/tileset.json)
+   * @param {{errorTarget?: number, keepView?: boolean}} [opts] errorTarget: pixels
+   * @returns {Promise<{table: any, tiles: any}>} once the root tileset is placed and framed;
+   *   `table` grows as tiles reveal features
+   */
+  async loadTiles(url, { errorTarget, keepView = false } = {}) {
+    this.abort?.abort();
+    const abort = (this.abort = new AbortController());
+    const { TilesLayer } = await import('./tiles3d.js');
+    if (abort.signal.aborted) throw new DOMException('superseded by a newer load', 'AbortError');
+    const keep = keepView ? this.getView() : null;
+    this.disposeScene();
+    const layer = new TilesLayer(this, url, { errorTarget });
+    this.tiles = layer;
+    this.features = layer.features;
+    this.selectedIndex = -1;
+    let box;
+    try {
+      box = await layer.ready;
+    } catch (err) {
+      if (this.tiles === layer) this.disposeScene();
+      throw err;
+    }
+    if (abort.signal.aborted || this.tiles !== layer) {
+      throw new DOMException('superseded by a newer load', 'AbortError');
+    }
+    this._frameBox(box);
+    if (keep) this.setView(keep.position, keep.target);
+    this.needsRender = true;
+    return { table: layer.features.table, tiles: layer };
+  }
+
+  /** Prepare meshes a tile brought (Lambert materials on a software rasterizer). */
+  prepareMeshes(meshes) {
+    if (this.lite) liteMaterials(meshes);
+  }
+
+  /**
    * Load the scene of another scenario (GET /api/scene.glb?scenario=).
    * @param {string} scenario
    * @param {object} [opts] as for load()
@@ -167,7 +212,8 @@ export class Viewer extends EventTarget {
       });
     }
     this.features?.painter.dispose();
-    this.root = this.naiveGroup = this.grid = this.features = null;
+    this.tiles?.dispose();
+    this.root = this.naiveGroup = this.grid = this.features = this.tiles = null;
     this.needsRender = true;
   }
 
@@ -189,6 +235,11 @@ export class Viewer extends EventTarget {
     const box = new THREE.Box3();
     const fb = new THREE.Box3();
     for (let f = 0; f < index.count; f++) if (index.hasGeometry(f)) box.union(index.box(f, fb));
+    this._frameBox(box);
+  }
+
+  /** Frame a box (scene coordinates), size the grid and the clipping planes. */
+  _frameBox(box) {
     if (box.isEmpty()) box.set(new THREE.Vector3(-50, 0, -50), new THREE.Vector3(50, 10, 50));
     this.sceneBox = box;
     const size = box.getSize(new THREE.Vector3());
@@ -281,7 +332,16 @@ export class Viewer extends EventTarget {
    */
   flyTo(f, { duration = 700 } = {}) {
     const { index } = this.features;
-    const box = index.box(f);
+    // Nothing to frame (no geometry, or its tile is not loaded).
+    if (!index.hasGeometry(f)) return Promise.resolve();
+    return this.flyToBox(index.box(f), { duration });
+  }
+
+  /**
+   * Fly to a box (scene coordinates) and frame it.
+   * @param {THREE.Box3} box
+   */
+  flyToBox(box, { duration = 700 } = {}) {
     const center = box.getCenter(new THREE.Vector3());
     const radius = Math.max(box.getSize(new THREE.Vector3()).length() * 0.5, 4);
     const vfov = this.camera.fov * DEG;
@@ -450,6 +510,8 @@ export class Viewer extends EventTarget {
     const now = performance.now();
     if (this.flight) this._stepFlight(now);
     else if (this.controls.update()) this.needsRender = true;
+    // Tiles mode: refine by screen-space error for this camera (tiles arriving mark a render).
+    this.tiles?.update();
     if (this.features?.painter.flush()) this.needsRender = true;
     if (this.needsRender) this.render();
   }
@@ -558,6 +620,7 @@ export class Viewer extends EventTarget {
   }
 
   _featureOfHit(hit) {
+    if (this.tiles) return this.tiles.featureOfHit(hit);
     const obj = hit.object;
     if (Number.isInteger(obj.userData.featureIndex)) return obj.userData.featureIndex;
     const v = hit.face ? hit.face.a : hit.index;
@@ -602,6 +665,7 @@ export class Viewer extends EventTarget {
    * @param {(f: number) => number[] | null} colorOf linear RGB, or null for the base color
    */
   setStyleColors(colorOf) {
+    this.styleOf = colorOf;
     const F = this.features;
     if (!F) return;
     for (let f = 0; f < F.table.count; f++) {
@@ -625,6 +689,7 @@ export class Viewer extends EventTarget {
 
   /** Hide the features whose `hidden(f)` is true (no geometry is rebuilt). */
   setHidden(hidden) {
+    this.hiddenOf = hidden;
     const F = this.features;
     if (!F) return;
     for (let f = 0; f < F.table.count; f++) {
@@ -675,8 +740,13 @@ export class Viewer extends EventTarget {
     const group = new THREE.Group();
     group.name = 'selection-outline';
     const material = new THREE.LineBasicMaterial({ color: OUTLINE });
-    const sources = this.naiveGroup ? (F.painter.meshesOf[f] ?? []).map((o) => [o, null]) : F.index.meshes.map((o, m) => [o, m]);
-    for (const [mesh, m] of sources) {
+    // [mesh, mesh number, its FeatureIndex, the feature's number there] (tiles: per tile).
+    const sources = this.naiveGroup
+      ? (F.painter.meshesOf[f] ?? []).map((o) => [o, null, null, f])
+      : this.tiles
+        ? this.tiles.outlineSources(f)
+        : F.index.meshes.map((o, m) => [o, m, F.index, f]);
+    for (const [mesh, m, index, lf] of sources) {
       if (!mesh.isMesh) continue;
       const geom = mesh.geometry;
       const pos = geom.getAttribute('position');
@@ -684,14 +754,14 @@ export class Viewer extends EventTarget {
       if (m === null) {
         tri = geom;
       } else {
-        if (F.index.offsets[m][f] === F.index.offsets[m][f + 1]) continue;
+        if (index.offsets[m][lf] === index.offsets[m][lf + 1]) continue;
         const fid = geom.getAttribute(FEATURE_ATTRIBUTE);
         const idx = geom.index;
         const n = idx ? idx.count : pos.count;
         const out = [];
         for (let t = 0; t < n; t += 3) {
           const a = idx ? idx.getX(t) : t;
-          if (Math.round(fid.getX(a)) !== f) continue;
+          if (Math.round(fid.getX(a)) !== lf) continue;
           for (let k = 0; k < 3; k++) {
             const v = idx ? idx.getX(t + k) : t + k;
             out.push(pos.getX(v), pos.getY(v), pos.getZ(v));
