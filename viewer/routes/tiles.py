@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
+import threading
+from collections import OrderedDict
 from pathlib import Path as PathLib
 from typing import Annotated
 
@@ -112,6 +114,50 @@ async def read_tile(
     built: BuiltTileset = await run_in_threadpool(tiles.get, scenario)
     if path not in built.files:
         raise NotFound(f"no tile {path!r} in the tileset of {scenario!r}")
-    data = await run_in_threadpool((built.directory / path).read_bytes)
     etag = '"' + hashlib.sha256(f"{built.etag}/{path}".encode()).hexdigest()[:32] + '"'
-    return _answer(data, None, etag, "model/gltf-binary", if_none_match, accept_encoding)
+    if _unchanged(if_none_match, etag):
+        return _answer(b"", None, etag, "model/gltf-binary", if_none_match, accept_encoding)
+    wants_gzip = bool(accept_encoding and "gzip" in accept_encoding.lower())
+    data, gzipped = await run_in_threadpool(_tile_bytes, built, path, etag, wants_gzip)
+    return _answer(data, gzipped, etag, "model/gltf-binary", if_none_match, accept_encoding)
+
+
+class _GzipCache:
+    """Compressed tiles by ETag, least recently used out past a byte budget.
+
+    Compressing a tile on every request costs more than sending it on a fast link, and a
+    viewer asks for the same upper tiles again and again; level 1 (fast) is enough for
+    quantized vertex data.
+    """
+
+    def __init__(self, budget: int = 256 * 1024 * 1024) -> None:
+        self.budget = budget
+        self.size = 0
+        self.items: OrderedDict[str, bytes] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, etag: str, data: bytes) -> bytes:
+        with self.lock:
+            hit = self.items.get(etag)
+            if hit is not None:
+                self.items.move_to_end(etag)
+                return hit
+        packed = gzip.compress(data, 1)
+        with self.lock:
+            if etag not in self.items:
+                self.items[etag] = packed
+                self.size += len(packed)
+            while self.size > self.budget and self.items:
+                _, old = self.items.popitem(last=False)
+                self.size -= len(old)
+        return packed
+
+
+_GZIP = _GzipCache()
+
+
+def _tile_bytes(
+    built: BuiltTileset, path: str, etag: str, wants_gzip: bool
+) -> tuple[bytes, bytes | None]:
+    data = (built.directory / path).read_bytes()
+    return data, (_GZIP.get(etag, data) if wants_gzip else None)
