@@ -759,10 +759,13 @@ class _Writer:
         xy = self.xy[feats]
         quad = (xy[:, 0] >= mx).astype(np.int64) + 2 * (xy[:, 1] >= my).astype(np.int64)
         boxes = [(x0, y0, mx, my), (mx, y0, x1, my), (x0, my, mx, y1), (mx, my, x1, y1)]
-        for q in range(4):
-            sel = feats[quad == q]
-            if sel.size:
-                node.children.append(self._split(sel, boxes[q], key + str(q)))
+        full = [q for q in range(4) if (quad == q).any()]
+        if len(full) == 1:
+            # Everything in one quadrant (e.g. two cities far apart, one of them far
+            # from the corner): no tile that would repeat its only child's content.
+            return self._split(feats, boxes[full[0]], key + str(full[0]))
+        for q in full:
+            node.children.append(self._split(feats[quad == q], boxes[q], key + str(q)))
         return node
 
     def plan(self) -> tuple[_Node, list[_Node], float, float]:
@@ -784,11 +787,12 @@ class _Writer:
         side = max(x1 - x0, y1 - y0, 1e-9)
         root = self._split(np.arange(n, dtype=np.int64), (x0, y0, x0 + side, y0 + side), "")
         nodes: list[_Node] = []
-        stack = [root]
+        stack = [(root, 0)]
         while stack:
-            node = stack.pop()
+            node, level = stack.pop()
+            node.depth = level  # levels of the tree (keys skip one-child quadrants)
             nodes.append(node)
-            stack.extend(node.children)
+            stack.extend((c, level + 1) for c in node.children)
         # Geometric error (3D Tiles 1.1 § Geometric error): a parent's blocks miss roof
         # shapes and small objects, an error of the order of its extent; halved per
         # level so it decreases strictly with depth; leaves are exact (0).

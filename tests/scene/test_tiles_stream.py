@@ -205,3 +205,22 @@ def test_a_sequence_without_crs_or_header_is_refused(seq: Path, tmp_path: Path) 
     p2.write_bytes(b"\n".join(lines[1:20]))
     with pytest.raises(TwinError, match="header"):
         write_tileset([p2], tmp_path / "o2")
+
+
+def test_two_cities_far_apart_share_a_tree_without_one_child_chains(
+    cityjson_dir: Path, tmp_path: Path
+) -> None:
+    delft = load_cityjson(cityjson_dir / "real" / "delft.city.json", wgs84=False)
+    zurich = load_cityjson(cityjson_dir / "real" / "zurich_subset_lod2.city.json", wgs84=False)
+    stats = write_tileset([delft, zurich], tmp_path / "o", max_features=100, workers=0)
+    doc = json.loads((tmp_path / "o" / "tileset.json").read_text())
+    tiles = _tiles(doc)
+    assert len(doc["root"]["children"]) == 2  # one subtree per city, 700 km apart
+    assert all(len(t.get("children", [])) != 1 for t in tiles)
+    assert stats.depth == max(_depths(doc["root"]))
+    ids = _leaf_ids(tmp_path / "o")
+    assert set(ids) == set(delft.feature_ids) | set(zurich.feature_ids)
+
+
+def _depths(tile: dict[str, Any], level: int = 0) -> list[int]:
+    return [level] + [d for c in tile.get("children", []) for d in _depths(c, level + 1)]
