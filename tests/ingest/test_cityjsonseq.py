@@ -554,11 +554,14 @@ def test_memory_stays_bounded_by_features_not_by_the_city(
     assert len(model.twin) == n_big
 
 
+# VmHWM (this address space's peak), not getrusage's ru_maxrss: Linux carries maxrss
+# over fork + exec, so a child of a big pytest process would report the parent's size.
 _CHILD = """
-import resource, sys
+import sys
 from ingest.cityjsonseq import write_sequence
 stats = write_sequence(sys.argv[1], sys.argv[2])
-print(stats.objects, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+hwm = next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:"))
+print(stats.objects, int(hwm.split()[1]) * 1024)
 """
 
 
