@@ -190,7 +190,7 @@ def tiles(
         output,
         max_features=max_features,
         progress=_Rate("tiles", "tiles"),
-        scan_progress=_Rate("scan", "MB", scale=1e-6),
+        scan_progress=_per_file(cities),
         workers=workers,
         dask=dask,
         quantize=quantize,
@@ -207,6 +207,20 @@ def tiles(
     if archive is not None:
         size = write_3tz(output, archive)
         typer.echo(f"{archive}: {size / 1e6:.1f} MB (3D Tiles archive)")
+
+
+def _per_file(files: list[Path]) -> Callable[[int, int], None]:
+    """Scan progress, one line per file (``scan 2/3``): a file ends at ``done == total``."""
+    n = len(files)
+    state: dict[str, Any] = {"k": 1, "rate": _Rate(f"scan 1/{n}", "MB", scale=1e-6)}
+
+    def update(done: int, total: int) -> None:
+        state["rate"](done, total)
+        if done >= total and state["k"] < n:
+            state["k"] += 1
+            state["rate"] = _Rate(f"scan {state['k']}/{n}", "MB", scale=1e-6)
+
+    return update
 
 
 class _Rate:
