@@ -236,40 +236,15 @@ def _iter_sequence(
         return d, []
 
     for lineno, raw in enumerate(lines, start=1):
-        raw = raw.rstrip(b"\r\n")
-        if not raw.strip():
+        item = sequence_line(raw, lineno, source, first=header is None)
+        if item is None:
             continue
-        try:
-            item = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise IngestError(
-                f"JSON syntax error in sequence: {_json_reason(exc)}",
-                source=source,
-                where=f"line {lineno}:{exc.colno}",
-            ) from None
-        if not isinstance(item, dict):
-            raise IngestError(
-                "sequence line is not a JSON object", source=source, where=f"line {lineno}"
-            )
-        kind = item.get("type")
         if header is None:
-            if kind != "CityJSON":
-                raise IngestError(
-                    f"a CityJSONSeq must start with a CityJSON header line, found type {kind!r}",
-                    source=source,
-                    where=f"line {lineno}",
-                )
             header = item
             doc, vertices = fresh()
             doc["CityObjects"] = dict(item.get("CityObjects") or {})
             vertices = list(item.get("vertices") or [])
             continue
-        if kind != "CityJSONFeature":
-            raise IngestError(
-                f"sequence line has type {kind!r}, expected 'CityJSONFeature'",
-                source=source,
-                where=f"line {lineno}",
-            )
         feat = _check_feature(item, source, lineno)
         feat_vertices = feat.get("vertices") or []
         if feat_vertices and "transform" not in header:
@@ -311,6 +286,44 @@ def _iter_sequence(
         # The rest; and always one document, so an empty sequence is an empty model.
         doc["vertices"] = vertices
         yield doc
+
+
+def sequence_line(raw: bytes, lineno: int, source: str, *, first: bool) -> dict[str, Any] | None:
+    """One CityJSONSeq line as a dict: the ``CityJSON`` header when ``first``, else a
+    ``CityJSONFeature`` (CityJSON 2.0 §9); None for a blank line.
+
+    Raises:
+        IngestError: not JSON, not an object, or the wrong ``type`` for its place.
+    """
+    raw = raw.rstrip(b"\r\n")
+    if not raw.strip():
+        return None
+    try:
+        item = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise IngestError(
+            f"JSON syntax error in sequence: {_json_reason(exc)}",
+            source=source,
+            where=f"line {lineno}:{exc.colno}",
+        ) from None
+    if not isinstance(item, dict):
+        raise IngestError(
+            "sequence line is not a JSON object", source=source, where=f"line {lineno}"
+        )
+    kind = item.get("type")
+    if first and kind != "CityJSON":
+        raise IngestError(
+            f"a CityJSONSeq must start with a CityJSON header line, found type {kind!r}",
+            source=source,
+            where=f"line {lineno}",
+        )
+    if not first and kind != "CityJSONFeature":
+        raise IngestError(
+            f"sequence line has type {kind!r}, expected 'CityJSONFeature'",
+            source=source,
+            where=f"line {lineno}",
+        )
+    return item
 
 
 def iter_cityjson(

@@ -51,6 +51,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from ingest.cityjson import sequence_line
 from twin.errors import IngestError
 from twin.geometry import ModelWarning
 
@@ -1614,29 +1615,10 @@ def _copy_sequence(
     with src.open("rb") as fh, _atomic(dest) as (out, _):
         for lineno, raw in enumerate(fh, start=1):
             done += len(raw)
-            line = raw.strip()
-            if not line:
+            item = sequence_line(raw, lineno, source, first=header is None)
+            if item is None:
                 continue
-            try:
-                item = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise IngestError(
-                    f"JSON syntax error in sequence: {str(exc).split(':')[0]}",
-                    source=source,
-                    where=f"line {lineno}",
-                ) from None
-            if not isinstance(item, dict):
-                raise IngestError(
-                    "sequence line is not a JSON object", source=source, where=f"line {lineno}"
-                )
-            kind = item.get("type")
             if header is None:
-                if kind != "CityJSON":
-                    raise IngestError(
-                        f"a CityJSONSeq must start with a CityJSON header line, found {kind!r}",
-                        source=source,
-                        where=f"line {lineno}",
-                    )
                 version = str(item.get("version", ""))
                 stats.source_version = version
                 minor = _minor_version(version, source)
@@ -1654,12 +1636,6 @@ def _copy_sequence(
                 header = item
                 out.write(orjson.dumps(item) + b"\n")
                 continue
-            if kind != "CityJSONFeature":
-                raise IngestError(
-                    f"sequence line has type {kind!r}, expected 'CityJSONFeature'",
-                    source=source,
-                    where=f"line {lineno}",
-                )
             objs = item.get("CityObjects")
             fid = item.get("id")
             if not isinstance(objs, dict) or not isinstance(fid, str) or fid not in objs:

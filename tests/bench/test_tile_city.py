@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
+from benchload import load_bench
 
 from ingest.cityjson import load_cityjson
 from twin.geometry import CityModel
@@ -19,18 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COPIES = 3
 
 
-def _load_tiler() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "bench_tile_city", ROOT / "bench" / "tile_city.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-tile_city = _load_tiler()
+tile_city = load_bench("tile_city")
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import struct
-import sys
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from benchload import load_bench
 from glbdecode import Glb
 from jsonschema import Draft202012Validator
 from pyproj import Transformer
@@ -33,12 +32,7 @@ TRIANGLES = 4
 
 
 def _tile_city() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("tile_city", ROOT / "bench" / "tile_city.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["tile_city"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("tile_city")
 
 
 @dataclass

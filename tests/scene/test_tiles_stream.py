@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import tracemalloc
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import orjson
 import pytest
+from benchload import load_bench
 from glbdecode import Glb
 
 from ingest.cityjson import load_cityjson
@@ -23,16 +21,7 @@ DELFSHAVEN = "real/delfshaven_3-20.city.json"
 MAX = 400
 
 
-def _tile_city() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("tile_city", ROOT / "bench" / "tile_city.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["tile_city"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-tile_city = _tile_city()
+tile_city = load_bench("tile_city")
 
 
 @pytest.fixture(scope="module")
