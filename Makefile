@@ -43,6 +43,8 @@ bench: setup
 	$(BIN)/python bench/networks.py
 	$(BIN)/python bench/feeds.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/viewer.py
+	$(BIN)/python bench/tiles.py
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache out artifacts

@@ -77,6 +77,8 @@ INDEX_3TZ = "@3dtilesIndex1@"
 MAX_DEPTH = 20
 # A parent tile draws at most max_features / PARENT_SHARE blocks: a far view loads little.
 PARENT_SHARE = 4
+# From this many in-memory objects the store's tileset is built on a process pool.
+POOL_FROM = 20_000
 # WGS84 ellipsoid (EPSG:4326/4978).
 _A = 6378137.0
 _F = 1.0 / 298.257223563
@@ -450,15 +452,17 @@ def _line_blocks(
     epsg = parse_epsg((head.get("metadata") or {}).get("referenceSystem"))
     if epsg is None:
         raise SceneError(f"{source}: no known CRS (metadata.referenceSystem)")
-    items = [orjson.loads(line) for line in lines]
-    arrays = [np.asarray(it.get("vertices") or [], dtype=np.float64).reshape(-1, 3) for it in items]
-    ends = np.cumsum([a.shape[0] for a in arrays])
-    real = np.vstack(arrays) * scale + translate
     to_ecef, _ = _cached_transformers(epsg)
-    x, y, z = to_ecef.transform(real[:, 0], real[:, 1], real[:, 2])
-    enu = _to_enu(np.column_stack([x, y, z]), frame)
-    start = 0
-    for it, end in zip(items, ends.tolist(), strict=True):
+    # One line at a time: a parent holds the largest objects of its subtree, and their
+    # parsed vertex lists (Python floats) are many times their bytes.
+    for line in lines:
+        it = orjson.loads(line)
+        real = np.asarray(it.get("vertices") or [], dtype=np.float64).reshape(-1, 3)
+        if real.shape[0] == 0:
+            continue
+        real = real * scale + translate
+        x, y, z = to_ecef.transform(real[:, 0], real[:, 1], real[:, 2])
+        enu = _to_enu(np.column_stack([x, y, z]), frame)
         objs = it["CityObjects"]
         fid = it.get("id")
         if fid not in objs:
@@ -466,7 +470,7 @@ def _line_blocks(
         root: dict[str, Any] = objs[fid] if isinstance(objs[fid], dict) else {}
         raw_attrs = root.get("attributes")
         attrs: dict[str, Any] = raw_attrs if isinstance(raw_attrs, dict) else {}
-        lo, hi = real[start:end].min(axis=0), real[start:end].max(axis=0)
+        lo, hi = real.min(axis=0), real.max(axis=0)
         summary = GeometrySummary(
             lod="1",
             geometry_types=("Solid",),
@@ -481,9 +485,7 @@ def _line_blocks(
             attributes={k: attrs[k] for k in KEY_ATTRIBUTES if k in attrs},
             geometry=summary,
         )
-        if end > start:
-            blocks.add(obj, enu[start:end])
-        start = end
+        blocks.add(obj, enu)
 
 
 def _builder(name: str, quantize: bool) -> GlbBuilder:
@@ -1086,6 +1088,7 @@ def write_tileset(
                 path = seq_path
             writer.add_sequence(path, scan_progress)
         root, nodes, _, diag = writer.plan()
+        writer.seen = set()  # ids were for duplicate checks while scanning only
         if workers is None:
             workers = (os.cpu_count() or 1) if writer.seqs else 0
         runner = _Runner(workers, dask)
@@ -1456,7 +1459,12 @@ class TileCache:
     def _full(self, scenario: str, infos: list[Any], view: Any, directory: Path, etag: str) -> None:
         models = self._models(scenario, [i.name for i in infos], view)
         plans: list[TilesetPlan] = []
-        write_tileset(models, directory, max_features=self.max_features, workers=0, keep=plans)
+        # A big city is tiled on all cores (jobs carry compact copies of their objects).
+        n = sum(len(m.feature_ids) for m in models)
+        workers = (os.cpu_count() or 1) if n >= POOL_FROM else 0
+        write_tileset(
+            models, directory, max_features=self.max_features, workers=workers, keep=plans
+        )
         self._plans[scenario] = (etag, plans[0])
 
     def _overlay(self, scenario: str, view: Any, directory: Path) -> None:

@@ -213,3 +213,15 @@ def test_two_cities_far_apart_share_a_tree_without_one_child_chains(
 
 def _depths(tile: dict[str, Any], level: int = 0) -> list[int]:
     return [level] + [d for c in tile.get("children", []) for d in _depths(c, level + 1)]
+
+
+def test_in_memory_models_on_a_pool_give_the_same_tiles(cityjson_dir: Path, tmp_path: Path) -> None:
+    delft = load_cityjson(cityjson_dir / "real" / "delft.city.json", wgs84=False)
+    write_tileset([delft], tmp_path / "one", max_features=100, workers=0)
+    write_tileset([delft], tmp_path / "pool", max_features=100, workers=2)
+    one = {p.name: p.read_bytes() for p in (tmp_path / "one" / "tiles").glob("*.glb")}
+    pool = {p.name: p.read_bytes() for p in (tmp_path / "pool" / "tiles").glob("*.glb")}
+    assert len(one) > 3 and one == pool
+    assert (tmp_path / "one" / "tileset.json").read_bytes() == (
+        tmp_path / "pool" / "tileset.json"
+    ).read_bytes()
