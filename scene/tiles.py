@@ -1073,6 +1073,8 @@ def write_tileset(
     runner: _Runner | None = None
     files: dict[int, Any] = {}
     try:
+        if dask is not None:
+            runner = _Runner(0, dask)  # a wrong address fails before a long scan
         for source in sources:
             if isinstance(source, CityModel):
                 writer.add(source)
@@ -1091,7 +1093,8 @@ def write_tileset(
         writer.seen = set()  # ids were for duplicate checks while scanning only
         if workers is None:
             workers = (os.cpu_count() or 1) if writer.seqs else 0
-        runner = _Runner(workers, dask)
+        if runner is None:
+            runner = _Runner(workers, None)
         content = writer.build(nodes, runner, files)
         writer.regions(root, content)
         st = writer.stats
