@@ -972,6 +972,17 @@ class _Runner:
                 yield _run_job(job)
 
     def _run_pool(self, jobs: Iterable[_Job]) -> Iterable[_Result]:
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            yield from self._pool_results(jobs)
+        except BrokenProcessPool:
+            raise SceneError(
+                "a tile worker process died (out of memory?); try a smaller --max-features "
+                "or fewer --workers"
+            ) from None
+
+    def _pool_results(self, jobs: Iterable[_Job]) -> Iterable[_Result]:
         from concurrent.futures import FIRST_COMPLETED, Future, wait
 
         pending: set[Future[_Result]] = set()

@@ -225,3 +225,26 @@ def test_in_memory_models_on_a_pool_give_the_same_tiles(cityjson_dir: Path, tmp_
     assert (tmp_path / "one" / "tileset.json").read_bytes() == (
         tmp_path / "pool" / "tileset.json"
     ).read_bytes()
+
+
+class _DiesOnArrival:
+    """Unpickled in a worker, it ends that process (as the kernel's OOM killer would)."""
+
+    def __reduce__(self) -> tuple[Any, tuple[int]]:
+        import os
+
+        return (os._exit, (1,))
+
+
+def test_a_worker_that_dies_is_a_clear_error() -> None:
+    import numpy as np
+
+    from scene import tiles
+
+    job = tiles._Job("0", "leaf", np.eye(4), True, None, models=[_DiesOnArrival()])  # type: ignore[list-item]
+    runner = tiles._Runner(2, None)
+    try:
+        with pytest.raises(SceneError, match="worker process died"):
+            list(runner.run([job]))
+    finally:
+        runner.close()
