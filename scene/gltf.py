@@ -24,7 +24,7 @@ import os
 import re
 import struct
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -338,7 +338,13 @@ class GlbBuilder:
                 )
             )
 
-    def add_network(self, net: Network, to_wgs84: ToWgs84 | None = None) -> None:
+    def add_network(
+        self,
+        net: Network,
+        to_wgs84: ToWgs84 | None = None,
+        *,
+        place: Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]] | None = None,
+    ) -> None:
         """Append a network's tubes, ribbons and node markers, one row per asset.
 
         The network shares the scene's local frame and feature-id scheme with the
@@ -349,6 +355,9 @@ class GlbBuilder:
             net: the network (see :func:`scene.network.network_mesh` for the geometry).
             to_wgs84: accepted for symmetry with :meth:`Network.to_objects`; the GLB
                 stores only the local frame, so it is not used here.
+            place: maps source-CRS coordinates (n, 3) to this GLB's local east-north-up
+                metres (3D Tiles, where each tile has its own frame on the globe); the
+                builder's origin is then not used. Normals keep the source grid's axes.
 
         Raises:
             SceneError: coordinates too far from the origin for float32.
@@ -374,12 +383,13 @@ class GlbBuilder:
                 float(self.origin[1]),
                 float(self.origin[2]),
             )
-        mesh = network_mesh(net, self.origin)
+        mesh = network_mesh(net, np.zeros(3) if place is not None else self.origin)
         base = len(self.rows)
         for part in mesh.parts:
             if part.positions.size == 0:
                 continue
-            local = _to_gltf_axes(part.positions).astype(np.float32)
+            pos = place(part.positions) if place is not None else part.positions
+            local = _to_gltf_axes(pos).astype(np.float32)
             if not np.isfinite(local).all():
                 raise SceneError(
                     f"network {net.id!r}: coordinates too far from the scene origin for "

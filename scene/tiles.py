@@ -20,6 +20,10 @@ with ``tileset.json`` last: a failed run leaves the previous tileset as it was.
 Overlays: :func:`write_overlay` writes a proposal over a base tileset, re-tiling only the
 leaves its objects touch and their ancestors; other tiles point at the base's files.
 
+Networks: a scenario tiled from the store also gets its networks (tubes, ribbons, node
+markers with the asset ids) as one tile next to the city's tree, under a root with ADD
+refinement, so they are drawn at every distance.
+
 Frames: each tile's positions are exact local ENU metres (east, north, up) around the
 tile's own origin, computed with pyproj from the source CRS to ECEF (EPSG:4978), written
 in glTF axes (y up). The runtime turns glTF y-up into z-up (3D Tiles 1.1 § glTF
@@ -1380,6 +1384,71 @@ def built_tileset(directory: Path, etag: str) -> BuiltTileset:
     return BuiltTileset(directory, etag, data, gzip.compress(data, 6), files)
 
 
+NETWORKS_URI = "tiles/networks.glb"
+
+
+def _networks_tile(
+    nets: list[Any], frame: F64, quantize: bool
+) -> tuple[bytes, F64, F64, list[str]] | None:
+    """One GLB of the networks (pipes, cables, roads) in the root's frame, with asset ids.
+
+    Returns:
+        (glb, region lo, region hi, warnings), or None when nothing is drawn.
+    """
+    from ingest.cityjson import parse_epsg
+
+    builder = _builder("networks", quantize)
+    warnings = []
+    for net in nets:
+        epsg = parse_epsg(net.crs)
+        if epsg is None:
+            warnings.append(f"network {net.id!r}: no known CRS; not in the tileset")
+            continue
+        to_ecef, _ = _cached_transformers(epsg)
+
+        def place(src: F64, to_ecef: Any = to_ecef) -> F64:
+            x, y, z = to_ecef.transform(src[:, 0], src[:, 1], src[:, 2])
+            return _to_enu(np.column_stack([x, y, z]), frame)
+
+        builder.add_network(net, place=place)
+    if not builder.rows or not builder.groups:
+        return None
+    buf = io.BytesIO()
+    stats = builder.write(buf)
+    lo, hi = _content_region(builder, frame, getattr(stats, "max_position_error", 0.0))
+    return buf.getvalue(), lo, hi, warnings + stats.warnings
+
+
+def _with_networks(directory: Path, net_tile: dict[str, Any]) -> None:
+    """Put a networks tile next to the city's tree under an ADD root (always drawn)."""
+    doc = orjson.loads((directory / "tileset.json").read_bytes())
+    old = doc["root"]
+    a = old["boundingVolume"]["region"]
+    b = net_tile["boundingVolume"]["region"]
+    region = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+    region += [min(a[4], b[4]), max(a[5], b[5])]
+    doc["root"] = {
+        "boundingVolume": {"region": region},
+        "geometricError": doc["geometricError"],
+        "refine": "ADD",
+        "children": [old, net_tile],
+    }
+    tmp = directory / ".tileset.json.part"
+    tmp.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    os.replace(tmp, directory / "tileset.json")
+
+
+def _base_networks_tile(tileset: bytes, base_uri: str) -> dict[str, Any] | None:
+    """The networks tile of a base tileset, its content URI relative to an overlay."""
+    root = orjson.loads(tileset)["root"]
+    for child in root.get("children", []) if root.get("refine") == "ADD" else []:
+        if child.get("content", {}).get("uri") == NETWORKS_URI:
+            tile = dict(child)
+            tile["content"] = {"uri": base_uri + NETWORKS_URI}
+            return tile
+    return None
+
+
 class TileCache:
     """Builds a scenario's tileset from its stored CityJSON sources when they change.
 
@@ -1471,6 +1540,9 @@ class TileCache:
         return models
 
     def _full(self, scenario: str, infos: list[Any], view: Any, directory: Path, etag: str) -> None:
+        from twin.network import network_from_json
+        from twin.network_index import NETWORK_SOURCE_PREFIX
+
         models = self._models(scenario, [i.name for i in infos], view)
         plans: list[TilesetPlan] = []
         # A big city is tiled on all cores (jobs carry compact copies of their objects).
@@ -1480,6 +1552,35 @@ class TileCache:
             models, directory, max_features=self.max_features, workers=workers, keep=plans
         )
         self._plans[scenario] = (etag, plans[0])
+        nets = []
+        for info in self.store.sources(scenario):
+            if info.name.startswith(NETWORK_SOURCE_PREFIX):
+                data = self.store.get_source(info.name, scenario)
+                if data is not None:
+                    nets.append(network_from_json(data))
+        if nets:
+            frame = plans[0].root.frame
+            assert frame is not None
+            drawn = _networks_tile(nets, frame, quantize=True)
+            if drawn is not None:
+                glb, lo, hi, _ = drawn
+                (directory / NETWORKS_URI).write_bytes(glb)
+                pad = np.array([_PAD_RAD, _PAD_RAD, _PAD_H])
+                lo, hi = lo - pad, hi + pad
+                _with_networks(
+                    directory,
+                    {
+                        "boundingVolume": {
+                            "region": [
+                                float(v) for v in (lo[0], lo[1], hi[0], hi[1], lo[2], hi[2])
+                            ],
+                        },
+                        "geometricError": 0.0,
+                        "refine": "REPLACE",
+                        "transform": [float(v) for v in frame.flatten(order="F")],
+                        "content": {"uri": NETWORKS_URI},
+                    },
+                )
 
     def _overlay(self, scenario: str, view: Any, directory: Path) -> None:
         """A proposal: re-tile only what it touches, over its base's tileset."""
@@ -1493,13 +1594,11 @@ class TileCache:
         if plan is None or plan[0] != base_built.etag:
             raise SceneError(f"scenario {base!r}: its tileset plan is gone; rebuild it")
         models = self._models(scenario, [PROPOSAL_SOURCE], view)
-        write_overlay(
-            plan[1],
-            models,
-            view.hidden,
-            directory,
-            base_uri=f"../{quote(base, safe='')}/",
-        )
+        base_uri = f"../{quote(base, safe='')}/"
+        write_overlay(plan[1], models, view.hidden, directory, base_uri=base_uri)
+        net_tile = _base_networks_tile(base_built.tileset, base_uri)
+        if net_tile is not None:
+            _with_networks(directory, net_tile)
 
     def close(self) -> None:
         """Remove every built tileset folder (never a prebuilt one)."""

@@ -505,7 +505,8 @@ viewer.addEventListener('features', () => {
 
 function buildLayers() {
   buildTypeLayers();
-  // The tileset holds the city objects only: networks have no layer in tiles mode.
+  // Tiles mode: the networks are one tile of the tileset; their assets are toggled by
+  // type (the type layers), not per network.
   const nets = state.networks.map((net, i) =>
     checkbox(
       `${net.id} · ${net.kind} (${(net.nodes + net.edges).toLocaleString('en')})`,

@@ -18,9 +18,9 @@
 //   (`boxOfWgs84`); its tiles then load there.
 // - Limited: an impact/scenario overlay built from ids covers only features loaded when it
 //   was applied (others are dimmed); attribute ramps (height, year...) need every
-//   feature's value up front, so only the live-state rules are offered; networks are not
-//   in the tileset, and the "both" scenario mode (a ghost from the base's single GLB) is
-//   not offered.
+//   feature's value up front, so only the live-state rules are offered; networks come as
+//   one tile of the tileset (toggled by asset type, not per network); the "both" scenario
+//   mode (a ghost from the base's single GLB) is not offered.
 
 import * as THREE from 'three';
 import { TilesRenderer } from '3d-tiles-renderer';
