@@ -68,7 +68,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import tiled, write_section  # noqa: E402
+from common import commit, tiled, write_section  # noqa: E402
 
 from ingest.cityjson import load_cityjson  # noqa: E402
 from twin.objects import TwinObject  # noqa: E402
@@ -681,29 +681,6 @@ def wrk_version() -> str:
     r = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10, check=False)
     first = (r.stdout or r.stderr).strip().splitlines()
     return first[0].split(" Copyright")[0] if first else "wrk"
-
-
-def commit() -> str:
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return sha + (" (with uncommitted changes)" if dirty else "")
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import statistics
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from twin.objects import GeometrySummary, TwinObject
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+ROOT = RESULTS.parent.parent
 GAP = 100.0  # metres of empty ground between two copies, as bench/tile_city.py
 
 
@@ -98,3 +100,27 @@ def tiled(objs: list[TwinObject], copies: int, suffix: str = "-t") -> Iterator[T
             if o.geometry is not None:
                 clone.geometry = shift_geometry(o.geometry, dx, dy, dx * lon_per_m, dy * lat_per_m)
             yield clone
+
+
+def commit() -> str:
+    """Short HEAD and whether tracked files differ from it (for a results section)."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return sha + (" (with uncommitted changes)" if dirty else "")

@@ -1339,30 +1339,6 @@ def _verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("PASS" if ok else "FAIL")
 
 
-def commit() -> str:
-    """Short HEAD and whether tracked files differ from it."""
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return sha + (" (with uncommitted changes)" if dirty else "")
-
-
 def machine() -> str:
     """CPU model, CPU count, RAM and Python version."""
     cpu = platform.processor() or platform.machine()
@@ -1559,7 +1535,7 @@ class Report:
             "## Tiles: 3D Tiles 1.1 of 100k-1M real buildings (`bench/tiles.py`)",
             "",
             f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
-            f"- commit: {commit()}",
+            f"- commit: {_bench_module('common').commit()}",
             f"- machine: {machine()}",
             f"- `twin tiles` options found in its --help: {flags}; ran with "
             + (f"--workers {a.workers}" if "--workers" in self.flags else "its defaults")
