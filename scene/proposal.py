@@ -316,12 +316,22 @@ def scenario_objects(store: StateStore, scenario: str) -> list[TwinObject]:
     return _load_objects(store, scenario)
 
 
-def scenario_models(store: StateStore, scenario: str) -> list[CityModel]:
+def scenario_models(
+    store: StateStore,
+    scenario: str,
+    *,
+    names: Sequence[str] | None = None,
+    view: SceneView | None = None,
+    wgs84: bool = True,
+) -> list[CityModel]:
     """The city models a scenario's scene is drawn from (proposal filtering applied).
 
     Args:
         store: the store.
         scenario: the scenario.
+        names: only these stored documents (default: all of the scenario's).
+        view: the scenario's view, if already at hand (saves reading its marker).
+        wgs84: also compute WGS84 summaries (as for ``parse_cityjson``).
 
     Returns:
         One model per stored city document (networks are not included).
@@ -331,17 +341,19 @@ def scenario_models(store: StateStore, scenario: str) -> list[CityModel]:
     """
     from ingest.cityjson import parse_cityjson
 
-    infos = store.sources(scenario)
-    if not infos:
-        raise NotFound(f"scenario {scenario!r} has no scene (nothing ingested)")
-    view = scene_view(store, scenario, [i.name for i in infos])
+    if names is None:
+        names = [i.name for i in store.sources(scenario)]
+        if not names:
+            raise NotFound(f"scenario {scenario!r} has no scene (nothing ingested)")
+    if view is None:
+        view = scene_view(store, scenario, names)
     models = []
-    for info in infos:
-        if view.skips(info.name) or info.name.startswith(NETWORK_SOURCE_PREFIX):
+    for name in names:
+        if view.skips(name) or name.startswith(NETWORK_SOURCE_PREFIX):
             continue
-        data = store.get_source(info.name, scenario)
+        data = store.get_source(name, scenario)
         if data is not None:
-            models.append(view.apply(info.name, parse_cityjson(data, source=info.name)))
+            models.append(view.apply(name, parse_cityjson(data, source=name, wgs84=wgs84)))
     return models
 
 

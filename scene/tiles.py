@@ -1526,24 +1526,13 @@ class TileCache:
                 shutil.rmtree(cached.directory, ignore_errors=True)
             return built
 
-    def _models(self, scenario: str, names: list[str], view: Any) -> list[CityModel]:
-        from ingest.cityjson import parse_cityjson
-
-        models = []
-        for name in names:
-            if view.skips(name):
-                continue
-            data = self.store.get_source(name, scenario)
-            if data is not None:
-                model = parse_cityjson(data, source=name, wgs84=False)
-                models.append(view.apply(name, model))
-        return models
-
     def _full(self, scenario: str, infos: list[Any], view: Any, directory: Path, etag: str) -> None:
-        from twin.network import network_from_json
-        from twin.network_index import NETWORK_SOURCE_PREFIX
+        from scene.proposal import scenario_models
+        from twin.network_index import NetworkIndex
 
-        models = self._models(scenario, [i.name for i in infos], view)
+        models = scenario_models(
+            self.store, scenario, names=[i.name for i in infos], view=view, wgs84=False
+        )
         plans: list[TilesetPlan] = []
         # A big city is tiled on all cores (jobs carry compact copies of their objects).
         n = sum(len(m.feature_ids) for m in models)
@@ -1552,12 +1541,7 @@ class TileCache:
             models, directory, max_features=self.max_features, workers=workers, keep=plans
         )
         self._plans[scenario] = (etag, plans[0])
-        nets = []
-        for info in self.store.sources(scenario):
-            if info.name.startswith(NETWORK_SOURCE_PREFIX):
-                data = self.store.get_source(info.name, scenario)
-                if data is not None:
-                    nets.append(network_from_json(data))
+        nets = NetworkIndex(self.store).all(scenario)
         if nets:
             frame = plans[0].root.frame
             assert frame is not None
@@ -1586,14 +1570,16 @@ class TileCache:
         """A proposal: re-tile only what it touches, over its base's tileset."""
         from urllib.parse import quote
 
-        from scene.proposal import PROPOSAL_SOURCE
+        from scene.proposal import PROPOSAL_SOURCE, scenario_models
 
         base = view.base
         base_built = self.get(base)
         plan = self._plans.get(base)
         if plan is None or plan[0] != base_built.etag:
             raise SceneError(f"scenario {base!r}: its tileset plan is gone; rebuild it")
-        models = self._models(scenario, [PROPOSAL_SOURCE], view)
+        models = scenario_models(
+            self.store, scenario, names=[PROPOSAL_SOURCE], view=view, wgs84=False
+        )
         base_uri = f"../{quote(base, safe='')}/"
         write_overlay(plan[1], models, view.hidden, directory, base_uri=base_uri)
         net_tile = _base_networks_tile(base_built.tileset, base_uri)
