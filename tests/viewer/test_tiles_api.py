@@ -116,7 +116,9 @@ def test_cli_writes_tileset_and_3tz(cityjson_dir: Path, tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     assert "570 objects" in r.stdout and "3D Tiles archive" in r.stdout
-    assert "tiles " in r.stderr  # the progress line
+    # Progress lines: scan and tiles, each with a rate and an ETA.
+    assert "scan 1/1 " in r.stderr and "tiles " in r.stderr
+    assert "tiles/s, ETA " in r.stderr and "MB/s, ETA " in r.stderr
     doc = json.loads((tmp_path / "out" / "tileset.json").read_text())
     assert len(doc["root"]["children"]) >= 2
     with zipfile.ZipFile(tmp_path / "delft.3tz") as zf:
@@ -143,3 +145,43 @@ def test_gzip_body_is_real_gzip(client: TestClient) -> None:
     ) as r:
         body = b"".join(r.iter_raw())
     assert json.loads(gzip.decompress(body))["asset"]["version"] == "1.1"
+
+
+def test_a_prebuilt_tileset_is_served_as_base_and_the_viewer_told_to_stream(
+    cityjson_dir: Path, tmp_path: Path
+) -> None:
+    from scene.tiles import write_tileset
+
+    prebuilt = tmp_path / "prebuilt"
+    write_tileset([load_cityjson(cityjson_dir / DELFT, wgs84=False)], prebuilt, max_features=100)
+    services = bootstrap(Settings(db="memory://", tileset=str(prebuilt)))
+    app: FastAPI = create_app(services, live=False)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.get("/api/tiles/base/tileset.json", headers={"Accept-Encoding": "identity"})
+        assert r.status_code == 200 and r.content == (prebuilt / "tileset.json").read_bytes()
+        uri = r.json()["root"]["children"][0]["content"]["uri"]
+        tile = c.get(f"/api/tiles/base/{uri}", headers={"Accept-Encoding": "identity"})
+        assert tile.content == (prebuilt / uri).read_bytes()
+        # An empty store, and still a city to stream: the viewer is told to use tiles.
+        stats = c.get("/api/stats").json()
+        assert stats["objects"] == 0 and stats["tiles"] is True
+        # Other scenarios are not served from the prebuilt folder.
+        assert c.get("/api/tiles/other/tileset.json").status_code == 404
+    # The server does not delete a prebuilt tileset when it stops.
+    assert (prebuilt / "tileset.json").is_file() and (prebuilt / uri).is_file()
+    services.store.close()
+
+
+def test_stats_say_tiles_from_the_threshold(cityjson_dir: Path, tmp_path: Path) -> None:
+    path = cityjson_dir / DELFT
+    model = load_cityjson(path)
+    for threshold, expect in ((len(model.twin), True), (len(model.twin) + 1, False)):
+        services = bootstrap(
+            Settings(db=f"sqlite:///{tmp_path / f'{threshold}.db'}", tiles_threshold=threshold)
+        )
+        services.store.put_objects(
+            model.twin, source="delft.city.json", source_data=path.read_bytes()
+        )
+        with TestClient(create_app(services, live=False)) as c:
+            assert c.get("/api/stats").json()["tiles"] is expect
+        services.store.close()
